@@ -1,0 +1,1 @@
+"""torch-migrate's bundled training runtime (torch only): strategies, precision, checkpoints."""

@@ -1,0 +1,1 @@
+"""Jinja2 templates for code the migrator generates whole (module form, launch snippets)."""
