@@ -1,0 +1,1 @@
+"""Robustness tests: the migrator never breaks a file, whatever it is given."""

@@ -1,0 +1,162 @@
+"""Sweep every target over every .py file of the installed torch package: nothing breaks."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import importlib.util
+import multiprocessing
+import os
+import signal
+import time
+import traceback
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from migrator.results import Status
+
+from ._support import check_output, require_target, target_params
+
+WORKERS = 2
+# Per (file, target) limit: the largest torch file is ~28,000 lines; a healthy engine needs a
+# few seconds for it even on a loaded machine. Past this the file is reported, not waited for.
+FILE_LIMIT_S = 120
+# No finished chunk for this long means a worker is stuck where the alarm cannot reach it
+# (native code): kill the pool and name the files in flight.
+STALL_LIMIT_S = 600
+CHUNK = 8
+
+
+class FileTimeout(BaseException):
+    """Raised by the alarm inside a worker; BaseException so the engine's handlers let it pass."""
+
+
+@dataclass
+class FileRecord:
+    """What one worker learnt about one file, for every target."""
+
+    path: str
+    lines: int
+    seconds: dict[str, float] = field(default_factory=dict)
+    statuses: dict[str, str] = field(default_factory=dict)
+    problems: dict[str, list[str]] = field(default_factory=dict)
+
+
+def corpus_files() -> list[Path]:
+    """Every .py file of the installed torch package, found without importing torch."""
+    spec = importlib.util.find_spec("torch")
+    assert spec is not None and spec.origin, "torch is not installed: the corpus sweep needs its sources"
+    root = Path(spec.origin).parent
+    return sorted(root.rglob("*.py"))
+
+
+def _on_alarm(signum, frame):
+    raise FileTimeout()
+
+
+def _sweep_chunk(paths: list[str], targets: list[str]) -> list[FileRecord]:
+    """Worker: migrate each file for each target and check every invariant."""
+    signal.signal(signal.SIGALRM, _on_alarm)
+    records = []
+    for path in paths:
+        raw = Path(path).read_bytes()
+        source = raw.decode("utf-8")
+        record = FileRecord(path=path, lines=raw.count(b"\n"))
+        valid = _compiles(source, path)
+        for target in targets:
+            started = time.perf_counter()
+            signal.setitimer(signal.ITIMER_REAL, FILE_LIMIT_S)
+            try:
+                result, problems = check_output(source, path, target)
+                if result.status is Status.FAILED and not result.internal_error and valid:
+                    problems.append(f"FAILED as bad input, but the file is valid Python: {result.reason}")
+                if result.status is Status.UNCHANGED and not valid:
+                    problems.append(
+                        "UNCHANGED for a file this Python cannot compile (so the output does not"
+                        " compile either): expected FAILED with a reason"
+                    )
+                record.statuses[target] = result.status.value
+            except FileTimeout:
+                problems = [f"took longer than {FILE_LIMIT_S}s (pathological input or a hang)"]
+                record.statuses[target] = "timeout"
+            except Exception:  # noqa: BLE001 - an escaping exception is itself the failure
+                problems = ["exception escaped migrate_source:\n" + traceback.format_exc()[-3000:]]
+                record.statuses[target] = "raised"
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+            record.seconds[target] = time.perf_counter() - started
+            if problems:
+                record.problems[target] = problems
+        records.append(record)
+    return records
+
+
+def _compiles(source: str, path: str) -> bool:
+    """Whether this Python compiles the text (torch ships a few files for newer Pythons)."""
+    try:
+        compile(source, path, "exec", dont_inherit=True)
+    except SyntaxError:
+        return False
+    return True
+
+
+def _kill_workers() -> None:
+    """Kill the pool's worker processes (our own children) so a hang cannot outlive the test."""
+    for child in multiprocessing.active_children():
+        os.kill(child.pid, signal.SIGKILL)
+
+
+def run_sweep(files: list[Path], targets: list[str]) -> tuple[list[FileRecord], float]:
+    """Run the sweep on ``WORKERS`` processes, biggest files first so the tail stays short."""
+    by_size = sorted(files, key=lambda p: p.stat().st_size, reverse=True)
+    chunks = [[str(p) for p in by_size[i : i + CHUNK]] for i in range(0, len(by_size), CHUNK)]
+    started = time.perf_counter()
+    records: list[FileRecord] = []
+    ctx = multiprocessing.get_context("fork" if hasattr(os, "fork") else "spawn")
+    pool = cf.ProcessPoolExecutor(max_workers=WORKERS, mp_context=ctx)
+    try:
+        pending = {pool.submit(_sweep_chunk, chunk, targets): chunk for chunk in chunks}
+        while pending:
+            done, _ = cf.wait(pending, timeout=STALL_LIMIT_S, return_when=cf.FIRST_COMPLETED)
+            if not done:
+                running = [c for f, c in pending.items() if f.running()]
+                _kill_workers()
+                pytest.fail(f"no progress for {STALL_LIMIT_S}s; chunks in flight: {running}")
+            for future in done:
+                records += future.result()
+                del pending[future]
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    return records, time.perf_counter() - started
+
+
+@pytest.fixture(scope="module")
+def sweep() -> tuple[list[FileRecord], float]:
+    files = corpus_files()
+    assert len(files) > 1000, f"only {len(files)} torch sources found: not the real corpus"
+    targets = [t for t in target_params() if not t.startswith("<")]
+    return run_sweep(files, targets)
+
+
+@pytest.mark.parametrize("target", target_params())
+def test_corpus_sweep(target: str, sweep, capsys) -> None:
+    """Zero internal errors; outputs compile and are fixed points; untouched files byte-identical."""
+    require_target(target)
+    records, wall = sweep
+    failures = [(r.path, p) for r in records for p in r.problems.get(target, [])]
+    statuses = Counter(r.statuses[target] for r in records)
+    busy = sum(r.seconds[target] for r in records)
+    slowest = max(records, key=lambda r: r.seconds[target])
+    with capsys.disabled():
+        print(
+            f"\n[corpus sweep] target={target}: {len(records)} files, "
+            f"{sum(r.lines for r in records):,} lines; {busy:.1f} s of worker time for this target "
+            f"(whole sweep, all targets, {WORKERS} processes: {wall:.1f} s wall); "
+            f"statuses {dict(statuses)}; slowest {slowest.seconds[target]:.1f} s "
+            f"({Path(slowest.path).name}, {slowest.lines} lines)"
+        )
+    if failures:
+        shown = "\n\n".join(f"{path}:\n{problem}" for path, problem in failures[:5])
+        pytest.fail(f"{len(failures)} problems over {len(records)} files for target {target}; first:\n{shown}")
