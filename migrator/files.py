@@ -1,0 +1,174 @@
+"""Find the Python files to migrate: explicit files, recursive directories, .gitignore, excludes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+# Directories never worth descending into (tools' caches, virtual environments, builds);
+# `exclude` in the configuration or `--exclude` replaces this list, `extend-exclude` adds.
+DEFAULT_EXCLUDE: tuple[str, ...] = (
+    ".git", ".hg", ".svn", ".venv", "venv", ".tox", ".nox", "__pycache__", ".mypy_cache",
+    ".ruff_cache", ".pytest_cache", "node_modules", "build", "dist", ".eggs", "*.egg-info",
+)
+
+STDIN = "-"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One input: a file path (or ``-`` for stdin) and the name shown in reports."""
+
+    path: Path
+    display: str
+    explicit: bool  # named on the command line (as opposed to found in a directory)
+    error: str | None = None  # discovery-time problem (missing path, ...): one line
+
+    @property
+    def is_stdin(self) -> bool:
+        return self.display == STDIN and self.explicit
+
+
+class _Matcher:
+    """gitwildmatch patterns anchored at ``root`` (pathspec is a dependency of black too)."""
+
+    def __init__(self, root: Path, patterns: Iterable[str]) -> None:
+        import pathspec  # only when walking: keeps single-file runs fast
+
+        self.root = root
+        self.spec = pathspec.GitIgnoreSpec.from_lines(list(patterns))
+
+    def check(self, path: Path, is_dir: bool) -> bool | None:
+        """True = excluded, False = re-included (``!pattern``), None = no pattern matched."""
+        try:
+            rel = path.relative_to(self.root).as_posix()
+        except ValueError:
+            return None
+        if rel == ".":
+            return None
+        return self.spec.check_file(rel + "/" if is_dir else rel).include
+
+
+def discover(
+    paths: Sequence[str],
+    *,
+    root: Path,
+    exclude: Sequence[str] = DEFAULT_EXCLUDE,
+    respect_gitignore: bool = True,
+) -> Iterator[Candidate]:
+    """Yield the files to migrate, in a stable (sorted) order, each once.
+
+    Directories are walked recursively for ``*.py`` files, honouring ``.gitignore`` files
+    (and ``.git/info/exclude``) from the repository root down, without following symbolic
+    links to directories (no loops). ``exclude`` patterns (gitwildmatch, relative to
+    ``root``) apply to explicit files too, so a pre-commit hook honours them.
+    """
+    excluder = _Matcher(root, exclude) if exclude else None
+    seen: set[Path] = set()
+    for raw in paths:
+        if raw == STDIN:
+            yield Candidate(Path(STDIN), STDIN, explicit=True)
+            continue
+        path = Path(raw)
+        absolute = Path(os.path.abspath(path))
+        if excluder and _excluded(excluder, absolute, absolute.is_dir()):
+            continue
+        if os.path.isdir(path):
+            ignores = _ancestor_ignores(absolute) if respect_gitignore else []
+            for found in _walk(absolute, ignores, excluder, respect_gitignore):
+                if found not in seen:
+                    seen.add(found)
+                    yield Candidate(found, _display(found, raw, absolute), explicit=False)
+        elif os.path.lexists(path):
+            if absolute not in seen:
+                seen.add(absolute)
+                yield Candidate(absolute, _clean(raw), explicit=True)
+        else:
+            yield Candidate(absolute, _clean(raw), explicit=True, error="no such file or directory")
+
+
+def _clean(raw: str) -> str:
+    return os.path.normpath(raw)
+
+
+def _display(found: Path, raw: str, top: Path) -> str:
+    """The path as the user would type it: relative to what they passed."""
+    return os.path.normpath(os.path.join(raw, os.path.relpath(found, top)))
+
+
+def _excluded(excluder: _Matcher, path: Path, is_dir: bool) -> bool:
+    # A pattern can match any ancestor directory (`build/` excludes build/a/b.py).
+    for candidate in (path, *path.parents):
+        verdict = excluder.check(candidate, is_dir or candidate != path)
+        if verdict is not None:
+            return verdict
+    return False
+
+
+def _ancestor_ignores(top: Path) -> list[_Matcher]:
+    """The .gitignore files between the repository root and ``top`` (root first)."""
+    chain: list[Path] = []
+    for d in (top, *top.parents):
+        chain.append(d)
+        if (d / ".git").exists():
+            break
+    else:
+        chain = [top]  # not in a repository: only .gitignore files inside the walk count
+    matchers = []
+    for d in reversed(chain):
+        if d != top:
+            matchers.extend(_load_ignores(d))
+    return matchers
+
+
+def _load_ignores(directory: Path) -> list[_Matcher]:
+    out = []
+    for name in (".git/info/exclude", ".gitignore"):
+        try:
+            lines = (directory / name).read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            continue
+        out.append(_Matcher(directory, lines))
+    return out
+
+
+def _ignored(ignores: list[_Matcher], path: Path, is_dir: bool) -> bool:
+    verdict = False
+    for matcher in ignores:  # deeper .gitignore files decide last, as in git
+        result = matcher.check(path, is_dir)
+        if result is not None:
+            verdict = result
+    return verdict
+
+
+def _walk(
+    top: Path, ignores: list[_Matcher], excluder: _Matcher | None, gitignore: bool
+) -> Iterator[Path]:
+    stack = [(top, ignores)]
+    while stack:
+        directory, inherited = stack.pop()
+        local = inherited + _load_ignores(directory) if gitignore else inherited
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError:
+            continue  # unreadable directory: skipped, as git does
+        subdirs = []
+        for entry in entries:
+            path = Path(entry.path)
+            try:
+                is_dir = entry.is_dir(follow_symlinks=False)
+            except OSError:
+                is_dir = False
+            if not is_dir and not entry.name.endswith(".py"):
+                continue
+            if excluder and excluder.check(path, is_dir):
+                continue
+            if _ignored(local, path, is_dir):
+                continue
+            if is_dir:
+                subdirs.append((path, local))
+            else:
+                yield path
+        stack.extend(reversed(subdirs))
