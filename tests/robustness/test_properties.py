@@ -13,7 +13,7 @@ from ._support import bare_backward_lines, check_output, describe, require_targe
 # Rich scripts take a few hundred ms each through the whole pipeline (twice); 60 examples per
 # target keeps this file near a minute per target on a loaded 2-core machine.
 PROPERTY_SETTINGS = settings(
-    max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=60, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow]
 )
 
 
