@@ -1,0 +1,36 @@
+"""The DDP strategy: replicate the model, all-reduce gradients (torch DistributedDataParallel)."""
+
+from __future__ import annotations
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from runtime.registry import STRATEGIES
+from runtime.strategies.base import Strategy
+
+
+@STRATEGIES.register("ddp")
+class DDPStrategy(Strategy):
+    """One model replica per process; gradients averaged by DDP's bucketed all-reduce."""
+
+    name = "ddp"
+
+    def __init__(self, *args, find_unused_parameters: bool = False,
+                 static_graph: bool = False, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.ddp_kwargs = {"find_unused_parameters": find_unused_parameters,
+                               "static_graph": static_graph}
+
+    def setup_module(self, module: torch.nn.Module) -> torch.nn.Module:
+        module = super().setup_module(module)
+        if not any(p.requires_grad for p in module.parameters()):
+            raise ValueError(
+                f"{type(module).__name__} has no parameter that requires grad, so DDP cannot "
+                "wrap it; move a frozen helper network with `.to(rt.device)` instead of rt.setup"
+            )
+        device_ids = [self.root_device.index] if self.root_device.type == "cuda" else None
+        return DistributedDataParallel(module, device_ids=device_ids, **self.ddp_kwargs)
+
+    def set_gradient_sync(self, module: torch.nn.Module, enabled: bool) -> None:
+        # What DDP.no_sync() toggles; DDP reads it in forward, so set it before the forward.
+        module.require_backward_grad_sync = enabled
