@@ -99,7 +99,10 @@ def _migrate(cand: Candidate, decoded: Decoded, job: Job) -> Outcome:
     result = _without_gc(migrate_source, text, cand.display, job.options)
     if result.status is Status.FAILED:
         if result.internal_error:
-            return _internal(cand.display, f"internal error: {result.reason}", result.traceback)
+            reason = result.reason or "the pipeline failed"
+            if not reason.startswith("internal error"):
+                reason = f"internal error: {reason}"
+            return _internal(cand.display, reason, result.traceback)
         return _bad_source(cand.display, text, result)
     findings = [
         f for f in result.findings
