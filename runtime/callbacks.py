@@ -90,8 +90,7 @@ class ModelCheckpoint(Callback):
         self.dirpath = Path(dirpath) if dirpath is not None else None
         self.monitor, self.mode, self.save_last = monitor, mode, save_last
         self.save_top_k, self.every_n_epochs = save_top_k, max(1, every_n_epochs)
-        self.filename = filename or ("{epoch}-{step}" if monitor is None
-                                     else "{epoch}-{step}-{" + monitor + "}")
+        self.filename = filename or "{epoch}-{step}"
         self.best_k_models: dict[str, float] = {}  # path -> monitored value
         self.best_model_path = ""
         self.best_model_score: float | None = None

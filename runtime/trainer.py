@@ -50,21 +50,27 @@ class Trainer:
         profiler: Any = None,
         seed: int | None = None,
         runtime: Any = None,
+        **strategy_options: Any,
     ) -> None:
         if gradient_clip_algorithm not in ("norm", "value"):
             raise ValueError(f"gradient_clip_algorithm={gradient_clip_algorithm!r}: "
                              "use 'norm' or 'value'")
         if runtime is None:
             from runtime import Runtime
+            from runtime.environment import read_environment
 
+            options = dict(strategy_options)
+            if gradient_clip_val and gradient_clip_algorithm == "norm" and strategy in (
+                    "auto", "deepspeed"):
+                options.setdefault("gradient_clipping", gradient_clip_val)  # DeepSpeed clips
             runtime = Runtime(strategy=strategy, precision=precision,
-                              accumulate_grad_batches=accumulate_grad_batches)
+                              accumulate_grad_batches=accumulate_grad_batches, **options)
+            # the launcher's --accumulate overrides ours inside the runtime; follow it
+            accumulate_grad_batches = read_environment().accumulate or accumulate_grad_batches
         self.runtime = runtime
         if seed is not None:
             runtime.seed_everything(seed)
-        # the launcher may override the accumulation; the runtime's value is the truth
-        self.accumulate_grad_batches = int(
-            getattr(runtime, "accumulate_grad_batches", accumulate_grad_batches))
+        self.accumulate_grad_batches = int(accumulate_grad_batches)
         self.max_epochs = max_epochs if max_epochs is not None else (
             1000 if max_steps is None else 10**9)
         self.max_steps = max_steps
@@ -97,6 +103,7 @@ class Trainer:
         self._val_metrics = MetricStore(phase="val", step_reducer=self._mean_across_ranks)
         self._metrics = self._train_metrics
         self._batches_seen = 0
+        self._micro_steps = 0  # optimizer calls since the runtime was created (its counter)
         self._epoch_done = False
         self._val_values: dict[str, float] = {}
         self._logger_flags: dict[str, bool] = {}
@@ -146,6 +153,9 @@ class Trainer:
         if module.automatic_optimization and len(optimizers) > 1:
             raise ValueError("several optimizers need manual optimization: set "
                              "self.automatic_optimization = False and step them yourself")
+        if not module.automatic_optimization and self.accumulate_grad_batches > 1:
+            raise ValueError("accumulate_grad_batches applies to automatic optimization; "
+                             "under manual optimization accumulate in training_step")
         model, *self.optimizers = self.runtime.setup(module, *optimizers)
         self._model = model
         train_loader = self.runtime.setup_dataloaders(train_dataloaders)
@@ -201,11 +211,11 @@ class Trainer:
         total = num_batches(train_loader, self.limit_train_batches)
         self.progress.start(f"Epoch {self.current_epoch}", total)
         done = 0
-        for batch_idx, batch, is_last in batches(train_loader, total):
+        for batch_idx, batch in batches(train_loader, total):
             if self.max_steps is not None and self.global_step >= self.max_steps:
                 break
             self._train_metrics.batch = batch
-            outputs = self._training_batch(batch, batch_idx, is_last)
+            outputs = self._training_batch(batch, batch_idx)
             self._train_metrics.batch = None
             self._after_batch(outputs, batch, batch_idx)
             done = batch_idx + 1
@@ -226,32 +236,34 @@ class Trainer:
             self._call_callbacks("on_train_epoch_end")
         self.current_epoch += 1
 
-    def _training_batch(self, batch: Any, batch_idx: int, is_last: bool) -> Any:
+    def _training_batch(self, batch: Any, batch_idx: int) -> Any:
         module = self.module
         if not module.automatic_optimization:
             with self.profiler.profile("training_step"):
                 outputs = self._redirect("training_step", batch, batch_idx)
             self.global_step += 1  # one step per batch under manual optimization
             return outputs
-        k = self.accumulate_grad_batches
-        boundary = (batch_idx + 1) % k == 0 or is_last
-        with self.runtime.no_backward_sync(self._model, enabled=not boundary):
-            with self.profiler.profile("training_step"):
-                outputs = self._redirect("training_step", batch, batch_idx)
-            loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-            if loss is None:
-                raise ValueError("training_step returned no loss (return a tensor or "
-                                 "{'loss': tensor}); skipping batches would hang other ranks")
-            with self.profiler.profile("backward"):
-                self.runtime.backward(loss)  # the runtime averages over accumulation
+        # The runtime accumulates: it averages the loss, skips gradient sync on micro-steps
+        # and turns their optimizer calls into no-ops. Every batch therefore runs the full
+        # step sequence; only clipping, counters and schedulers need to know the boundary.
+        self._micro_steps += 1
+        boundary = self._micro_steps % self.accumulate_grad_batches == 0
+        with self.profiler.profile("training_step"):
+            outputs = self._redirect("training_step", batch, batch_idx)
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if loss is None:
+            raise ValueError("training_step returned no loss (return a tensor or "
+                             "{'loss': tensor}); skipping batches would hang other ranks")
+        with self.profiler.profile("backward"):
+            self.runtime.backward(loss)
+        opt = self.optimizers[0]
+        if boundary and self.gradient_clip_val:
+            with self.profiler.profile("clip_gradients"):
+                self._clip(opt, self.gradient_clip_val, self.gradient_clip_algorithm)
+        with self.profiler.profile("optimizer_step"):
+            opt.step()
+            opt.zero_grad()
         if boundary:
-            opt = self.optimizers[0]
-            if self.gradient_clip_val is not None and self.gradient_clip_val > 0:
-                with self.profiler.profile("clip_gradients"):
-                    self._clip(opt, self.gradient_clip_val, self.gradient_clip_algorithm)
-            with self.profiler.profile("optimizer_step"):
-                opt.step()
-                opt.zero_grad()
             self.global_step += 1
             self._step_schedulers("step")
         return outputs
@@ -280,7 +292,7 @@ class Trainer:
         self.progress.start("Validation", total)
         done = 0
         with torch.no_grad():
-            for batch_idx, batch, _ in batches(loader, total):
+            for batch_idx, batch in batches(loader, total):
                 self._val_metrics.batch = batch
                 with self.profiler.profile("validation_step"):
                     self._redirect("validation_step", batch, batch_idx)

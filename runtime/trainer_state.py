@@ -137,31 +137,17 @@ def num_batches(loader: Iterable, limit: float | None) -> int | None:
     return int(limit) if n is None else min(n, int(limit))
 
 
-def batches(loader: Iterable, total: int | None) -> Iterator[tuple[int, Any, bool]]:
-    """Yield ``(index, batch, is_last)``; look one batch ahead only when ``total`` is unknown
-    (prefetching would change the order of random draws against the plain loop)."""
+def batches(loader: Iterable, total: int | None) -> Iterator[tuple[int, Any]]:
+    """Yield ``(index, batch)``, at most ``total`` batches (all when None), never fetching
+    a batch past the limit (fetching can draw random numbers in the dataset)."""
     it = iter(loader)
-    if total is not None:
-        for idx in range(total):
-            try:
-                batch = next(it)
-            except StopIteration:
-                return
-            yield idx, batch, idx + 1 == total
-        return
-    try:
-        nxt = next(it)
-    except StopIteration:
-        return
     idx = 0
-    while True:
-        cur = nxt
+    while total is None or idx < total:
         try:
-            nxt = next(it)
+            batch = next(it)
         except StopIteration:
-            yield idx, cur, True
             return
-        yield idx, cur, False
+        yield idx, batch
         idx += 1
 
 
