@@ -1,9 +1,17 @@
-"""Entry point for one source text: parse, analyse, plan, apply, verify (stub until the pipeline lands)."""
+"""Entry point for one source text: parse, analyse, plan, apply, verify, and return a result value."""
 
 from __future__ import annotations
 
+import traceback
+
+import libcst as cst
+
+from migrator import suppressions
 from migrator.options import Options
 from migrator.results import FileResult, Status
+
+# Cheap text prefilter: a file that never mentions torch has nothing to migrate.
+_RELEVANT = ("torch",)
 
 
 def migrate_source(source: str, path: str = "<string>", options: Options = Options()) -> FileResult:
@@ -12,4 +20,62 @@ def migrate_source(source: str, path: str = "<string>", options: Options = Optio
     Bad input (syntax error, ...) returns ``Status.FAILED`` with ``reason``; a bug in the
     migrator returns ``Status.FAILED`` with ``internal_error=True`` and a ``traceback``.
     """
-    return FileResult(path=path, source=source, output=source, status=Status.UNCHANGED)
+    try:
+        return _migrate(source, path, options)
+    except Exception as exc:  # noqa: BLE001 - any bug becomes a value, the CLI decides
+        return FileResult(
+            path=path, source=source, output=source, status=Status.FAILED,
+            reason=f"internal error: {type(exc).__name__}: {exc}",
+            traceback=traceback.format_exc(), internal_error=True,
+        )
+
+
+def _migrate(source: str, path: str, options: Options) -> FileResult:
+    sup = suppressions.parse(source)
+    if sup.skip_file:
+        return _result(path, source, Status.SKIPPED, reason="skip-file comment")
+    if not any(word in source for word in _RELEVANT):
+        return _result(path, source, Status.SKIPPED, reason="does not use torch")
+    try:
+        module = cst.parse_module(source)
+    except cst.ParserSyntaxError as exc:
+        return _result(path, source, Status.FAILED, reason=f"syntax error: {exc.message} (line {exc.raw_line})")
+    from migrator.apply import apply_edits
+    from migrator.verify import verify
+
+    edits, findings, _ = _plan(module, options, sup.suppressed)
+    if not edits:
+        return _result(path, source, Status.UNCHANGED, findings=tuple(findings))
+    output = apply_edits(module, edits).code
+    out_sup = suppressions.parse(output)
+
+    def replan(out_module: cst.Module):
+        again, _, bare = _plan(out_module, options, out_sup.suppressed)
+        return again, bare
+
+    verify(output, path, replan)
+    return _result(path, source, Status.CHANGED, output=output, findings=tuple(findings))
+
+
+def _plan(module: cst.Module, options: Options, suppressed):
+    """Analyse + plan; also list bare backward lines the user did not opt out of."""
+    from migrator.analysis import analyse
+    from migrator.plan import plan
+    from migrator.targets import vocabulary
+
+    facts = analyse(module)
+    edits, findings = plan(facts, vocabulary(options.target), options, suppressed)
+    bare = []
+    if options.wants("MIG204"):
+        for b in facts.backwards:
+            line = facts.ix.pos(b.call)[0]
+            if not suppressed("MIG204", line):
+                bare.append(line)
+    return edits, findings, bare
+
+
+def _result(path, source, status, *, output=None, findings=(), reason=None) -> FileResult:
+    return FileResult(
+        path=path, source=source, output=source if output is None else output,
+        status=status, findings=findings, reason=reason,
+    )

@@ -1,0 +1,176 @@
+"""One read-only pass over the tree: parents, statements, calls, assignments, loops, resolved names."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import libcst as cst
+from libcst.metadata import (
+    MetadataWrapper,
+    PositionProvider,
+    QualifiedNameProvider,
+    QualifiedNameSource,
+    ScopeProvider,
+)
+
+STATEMENT = (cst.SimpleStatementLine, cst.BaseCompoundStatement)
+BLOCK = (cst.Module, cst.IndentedBlock)
+
+
+class _Collector(cst.CSTVisitor):
+    """Records every node's parent and buckets the node kinds the facts are built from."""
+
+    def __init__(self, index: Index) -> None:
+        self.ix = index
+        self.stack: list[cst.CSTNode] = []
+
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        ix = self.ix
+        if self.stack:
+            ix.parent[node] = self.stack[-1]
+        self.stack.append(node)
+        if isinstance(node, cst.Call):
+            ix.calls.append(node)
+        elif isinstance(node, (cst.Assign, cst.AnnAssign, cst.AugAssign)):
+            ix.assigns.append(node)
+        elif isinstance(node, (cst.For, cst.While)):
+            ix.loops.append(node)
+        elif isinstance(node, cst.With):
+            ix.withs.append(node)
+        elif isinstance(node, cst.FunctionDef):
+            ix.functions.append(node)
+        elif isinstance(node, cst.ClassDef):
+            ix.classes.append(node)
+        elif isinstance(node, (cst.Import, cst.ImportFrom)):
+            ix.imports.append(node)
+        elif isinstance(node, cst.If):
+            ix.ifs.append(node)
+        elif isinstance(node, cst.Attribute) and isinstance(node.value, cst.Name):
+            if node.value.value == "self":
+                ix.self_attrs.append(node)
+        return True
+
+    def on_leave(self, original_node: cst.CSTNode) -> None:
+        self.stack.pop()
+
+
+class Index:
+    """Structural index of one module plus resolved metadata.
+
+    Everything here is read-only; facts (``migrator.analysis.facts``) are derived from it.
+    Positions are resolved lazily: only files with findings pay for them.
+    """
+
+    def __init__(self, module: cst.Module) -> None:
+        self.module = module
+        self.wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
+        self.parent: dict[cst.CSTNode, cst.CSTNode] = {}
+        self.calls: list[cst.Call] = []
+        self.assigns: list[cst.CSTNode] = []
+        self.loops: list[cst.CSTNode] = []
+        self.withs: list[cst.With] = []
+        self.functions: list[cst.FunctionDef] = []
+        self.classes: list[cst.ClassDef] = []
+        self.imports: list[cst.CSTNode] = []
+        self.ifs: list[cst.If] = []
+        self.self_attrs: list[cst.Attribute] = []
+        self._qn = self.wrapper.resolve(QualifiedNameProvider)
+        self.scopes = self.wrapper.resolve(ScopeProvider)
+        self._pos = None
+        module.visit(_Collector(self))
+        self._order = {n: i for i, n in enumerate(self.parent)}
+
+    # --- names -------------------------------------------------------------------------
+    def qnames(self, node: cst.CSTNode) -> set[str]:
+        """Qualified names of ``node`` resolved through imports (``nn.Linear`` -> torch.nn.Linear)."""
+        return {q.name for q in self._qnames(node)}
+
+    def _qnames(self, node: cst.CSTNode):
+        value = self._qn.get(node, ())
+        return value() if callable(value) else value  # libcst stores some lazily
+
+    def imported_qname(self, node: cst.CSTNode) -> str | None:
+        """The qualified name of ``node`` when it comes from an import or a builtin."""
+        for q in self._qnames(node):
+            if q.source is QualifiedNameSource.IMPORT:
+                return q.name
+            if q.source is QualifiedNameSource.BUILTIN and isinstance(node, cst.Name):
+                return q.name  # libcst also labels some attribute chains builtins.None
+        return None
+
+    def call_qname(self, call: cst.Call) -> str | None:
+        """Imported qualified name of the called function (``optim.Adam(...)`` -> torch.optim.Adam)."""
+        return self.imported_qname(call.func)
+
+    # --- structure -------------------------------------------------------------------------
+    def code(self, node: cst.CSTNode) -> str:
+        return self.module.code_for_node(node)
+
+    def pos(self, node: cst.CSTNode) -> tuple[int, int]:
+        """(line, col) of ``node``'s start, both 1-based (as ruff and flake8 print them)."""
+        if self._pos is None:
+            self._pos = self.wrapper.resolve(PositionProvider)
+        start = self._pos[node].start
+        return start.line, start.column + 1
+
+    def order(self, node: cst.CSTNode) -> int:
+        """Pre-order rank: a smaller rank starts earlier in the file."""
+        return self._order.get(node, -1)
+
+    def ancestors(self, node: cst.CSTNode) -> Iterator[cst.CSTNode]:
+        while node in self.parent:
+            node = self.parent[node]
+            yield node
+
+    def inside(self, node: cst.CSTNode, container: cst.CSTNode) -> bool:
+        return node is container or any(a is container for a in self.ancestors(node))
+
+    def statement(self, node: cst.CSTNode) -> cst.CSTNode:
+        """The block-level statement (simple line or compound) that holds ``node``."""
+        cur = node
+        while not isinstance(cur, STATEMENT):
+            cur = self.parent[cur]
+        return cur
+
+    def small_statement(self, node: cst.CSTNode) -> cst.CSTNode | None:
+        for cur in (node, *self.ancestors(node)):
+            if isinstance(cur, cst.BaseSmallStatement):
+                return cur
+            if isinstance(cur, STATEMENT):
+                return None
+        return None
+
+    def block_of(self, stmt: cst.CSTNode) -> cst.CSTNode:
+        """The Module / IndentedBlock whose body lists ``stmt``."""
+        return self.parent[stmt]
+
+    def function_of(self, node: cst.CSTNode) -> cst.FunctionDef | None:
+        for a in self.ancestors(node):
+            if isinstance(a, (cst.FunctionDef, cst.Lambda)):
+                return a if isinstance(a, cst.FunctionDef) else self.function_of(a)
+        return None
+
+    def class_of(self, node: cst.CSTNode) -> cst.ClassDef | None:
+        for a in self.ancestors(node):
+            if isinstance(a, cst.ClassDef):
+                return a
+        return None
+
+    def loops_around(self, node: cst.CSTNode) -> list[cst.CSTNode]:
+        """Enclosing For/While loops of ``node`` inside its function, innermost first."""
+        out = []
+        for a in self.ancestors(node):
+            if isinstance(a, (cst.FunctionDef, cst.ClassDef)) and a is not node:
+                break
+            if isinstance(a, (cst.For, cst.While)):
+                out.append(a)
+        return out
+
+    def subtree(self, node: cst.CSTNode, kind: type | tuple[type, ...]) -> list[cst.CSTNode]:
+        """Nodes of ``kind`` inside ``node`` (from the index, no new traversal of the tree)."""
+        bucket = self.calls if kind is cst.Call else None
+        pool = bucket if bucket is not None else list(self.parent)
+        return [n for n in pool if isinstance(n, kind) and self.inside(n, node)]
+
+    def scope_of(self, node: cst.CSTNode):
+        return self.scopes.get(node)

@@ -1,0 +1,134 @@
+"""The one generic transformer: carries out planned edits; untouched code stays byte-identical."""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from migrator.edits import Edits
+
+_PASS = cst.SimpleStatementLine(body=[cst.Pass()])
+
+
+def apply_edits(module: cst.Module, edits: Edits) -> cst.Module:
+    """Return ``module`` with ``edits`` applied (``module`` itself when there are none)."""
+    if not edits:
+        return module
+    return module.visit(_Applier(edits))
+
+
+def _is_identity(assign: cst.Assign) -> bool:
+    """``x = x`` / ``a, b = a, b``: what is left when a rewrite strips a move from both sides."""
+    if len(assign.targets) != 1:
+        return False
+    target, value = assign.targets[0].target, assign.value
+    if isinstance(target, cst.Tuple) and isinstance(value, cst.Tuple):
+        if len(target.elements) != len(value.elements):
+            return False
+        return all(t.value.deep_equals(v.value) for t, v in zip(target.elements, value.elements))
+    return target.deep_equals(value)
+
+
+class _Applier(cst.CSTTransformer):
+    def __init__(self, edits: Edits) -> None:
+        super().__init__()
+        self.e = edits
+        self.dead: set[cst.CSTNode] = set()  # original statements that vanished
+        self.emptied: set[cst.CSTNode] = set()  # original blocks left with nothing
+
+    def on_leave(self, original: cst.CSTNode, updated: cst.CSTNode):
+        e = self.e
+        if isinstance(original, (cst.SimpleStatementLine, cst.SimpleStatementSuite)):
+            updated = self._small(original, updated)
+        elif isinstance(original, (cst.IndentedBlock, cst.Module)):
+            updated = self._block(original, updated)
+        elif isinstance(original, cst.Assign):
+            if not updated.deep_equals(original) and _is_identity(updated):
+                self.dead.add(original)
+        elif isinstance(original, cst.If):
+            if original.body in self.emptied and original.orelse is None:
+                self.dead.add(original)
+        elif isinstance(original, (cst.Import, cst.ImportFrom)) and e.drop_aliases:
+            updated = self._imports(original, updated)
+        rep = e.replace.get(original)
+        if rep is not None:
+            updated = rep(updated) if callable(rep) else rep
+        return updated
+
+    def _imports(self, original, updated):
+        if isinstance(original.names, cst.ImportStar):
+            return updated
+        keep = [u for o, u in zip(original.names, updated.names) if o not in self.e.drop_aliases]
+        if not keep:
+            self.dead.add(original)
+            return updated
+        if len(keep) == len(original.names):
+            return updated
+        keep[-1] = keep[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
+        return updated.with_changes(names=keep)
+
+    def _gone(self, original: cst.CSTNode) -> bool:
+        return original in self.e.remove or original in self.dead
+
+    def _small(self, original, updated):
+        keep = [u for o, u in zip(original.body, updated.body) if not self._gone(o)]
+        if len(keep) == len(original.body):
+            return updated
+        if keep:
+            keep[-1] = keep[-1].with_changes(semicolon=cst.MaybeSentinel.DEFAULT)
+            return updated.with_changes(body=keep)
+        if isinstance(original, cst.SimpleStatementSuite):
+            self.emptied.add(original)
+            return updated.with_changes(body=[cst.Pass()])
+        self.dead.add(original)
+        return updated
+
+    def _block(self, original, updated):
+        e = self.e
+        out: list[cst.CSTNode] = []
+        carry: list[cst.EmptyLine] = []  # comments above a removed statement move down
+        pending: list[cst.CSTNode] | None = None  # statements collected for a `with` wrap
+        wrap_end = wrap_with = None
+        for o, u in zip(original.body, updated.body):
+            items: list[cst.CSTNode] = list(e.before.get(o, ()))
+            if self._gone(o):
+                carry.extend(u.leading_lines)
+            else:
+                if o in e.unwrap:
+                    body = list(u.body.body)
+                    body[0] = body[0].with_changes(
+                        leading_lines=[*u.leading_lines, *body[0].leading_lines]
+                    )
+                    items.extend(body)
+                else:
+                    items.append(u)
+            items.extend(e.after.get(o, ()))
+            if carry and items:
+                first = items[0]
+                own = list(first.leading_lines)
+                lines = [*carry, *own] if any(x.comment for x in carry) or not own else own
+                items[0] = first.with_changes(leading_lines=lines)
+                carry = []
+            if o in e.wrap:
+                wrap_end, wrap_with = e.wrap[o]
+                pending = []
+            if pending is not None:
+                pending.extend(items)
+                if o is wrap_end:
+                    out.append(self._wrapped(wrap_with, pending))
+                    pending = None
+                continue
+            out.extend(items)
+        if pending:
+            out.append(self._wrapped(wrap_with, pending))
+        if not out:
+            if isinstance(original, cst.Module):
+                return updated.with_changes(body=[])
+            self.emptied.add(original)
+            out = [_PASS]
+        return updated.with_changes(body=out)
+
+    @staticmethod
+    def _wrapped(with_node: cst.With, stmts: list[cst.CSTNode]) -> cst.With:
+        lead = stmts[0].leading_lines
+        stmts[0] = stmts[0].with_changes(leading_lines=[])
+        return with_node.with_changes(body=cst.IndentedBlock(body=stmts), leading_lines=lead)

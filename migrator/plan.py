@@ -1,0 +1,133 @@
+"""Planning: every enabled rule turns facts + the target vocabulary into findings that carry edits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import libcst as cst
+
+from migrator.analysis import Facts
+from migrator.edits import Edits
+from migrator.options import Options
+from migrator.results import Finding
+from migrator.targets import Vocabulary
+
+
+@dataclass
+class Change:
+    """One finding of one rule and the edits that fix it (dropped together when suppressed)."""
+
+    code: str
+    node: cst.CSTNode
+    message: str
+    fixed: bool
+    ctx: PlanContext
+    edits: Edits = field(default_factory=Edits)
+    uses_wrapper: bool = False
+
+    # --- rendering target vocabulary -------------------------------------------------
+    def code_text(self, template: str, **parts: object) -> str:
+        """Fill a vocabulary template: nodes become their source text, ``{rt}`` the wrapper."""
+        if "{rt}" in template:
+            self.uses_wrapper = True
+        filled = {k: self.ctx.ix.code(v) if isinstance(v, cst.CSTNode) else str(v) for k, v in parts.items()}
+        return template.format(rt=self.ctx.rt, **filled)
+
+    def expr(self, template: str, **parts: object) -> cst.BaseExpression:
+        return cst.parse_expression(self.code_text(template, **parts))
+
+    def stmt(self, template: str, **parts: object) -> cst.BaseStatement:
+        return cst.parse_statement(self.code_text(template, **parts))
+
+    # --- edits (all keyed by original nodes) ---------------------------------------------
+    def replace(self, node: cst.CSTNode, new) -> Change:
+        self.edits.replace[node] = new
+        return self
+
+    def remove(self, stmt: cst.CSTNode) -> Change:
+        self.edits.remove.add(stmt)
+        return self
+
+    def insert_before(self, stmt: cst.CSTNode, *new: cst.CSTNode) -> Change:
+        self.edits.before.setdefault(stmt, []).extend(new)
+        return self
+
+    def insert_after(self, stmt: cst.CSTNode, *new: cst.CSTNode) -> Change:
+        self.edits.after.setdefault(stmt, []).extend(new)
+        return self
+
+    def wrap_with(self, first: cst.CSTNode, last: cst.CSTNode, header: str, **parts) -> Change:
+        """Put the statements ``first``..``last`` (one block) inside ``with <header>:``."""
+        item = self.expr(header, **parts)
+        node = cst.With(items=[cst.WithItem(item=item)], body=cst.IndentedBlock(body=[]))
+        self.edits.wrap[first] = (last, node)
+        return self
+
+    def wrap_if(self, stmt: cst.CSTNode, test: str, **parts) -> Change:
+        """Put ``stmt`` inside ``if <test>:`` (a one-statement wrap)."""
+        node = cst.If(test=self.expr(test, **parts), body=cst.IndentedBlock(body=[]))
+        self.edits.wrap[stmt] = (stmt, node)  # _wrapped keeps any compound header's body slot
+        return self
+
+    def unwrap(self, compound: cst.CSTNode) -> Change:
+        """Replace a ``with``/``if`` statement by its body (dedented)."""
+        self.edits.unwrap.add(compound)
+        return self
+
+    def drop_import(self, alias: cst.ImportAlias) -> Change:
+        self.edits.drop_aliases.add(alias)
+        return self
+
+
+class PlanContext:
+    """What a rule sees: facts, the index, the vocabulary, and a way to open findings."""
+
+    def __init__(self, facts: Facts, vocab: Vocabulary, options: Options) -> None:
+        self.facts = facts
+        self.ix = facts.ix
+        self.vocab = vocab
+        self.options = options
+        self.changes: list[Change] = []
+        self.wrapper_args: dict[str, str] = {}
+        existing = facts.wrapper
+        self.rt = existing.name if existing is not None else facts.free_name(vocab.wrapper_var)
+
+    def finding(self, code: str, node: cst.CSTNode, message: str, fixed: bool = True) -> Change:
+        change = Change(code=code, node=node, message=message, fixed=fixed, ctx=self)
+        self.changes.append(change)
+        return change
+
+    def set_wrapper_arg(self, name: str, code: str) -> None:
+        """Record a constructor default for a new wrapper object (``precision=...``)."""
+        self.wrapper_args.setdefault(name, code)
+
+
+def plan(facts: Facts, vocab: Vocabulary, options: Options, suppressed) -> tuple[Edits, list[Finding]]:
+    """Run the enabled rules; keep the changes that are neither deselected nor suppressed."""
+    from migrator.rules.base import all_rules
+
+    ctx = PlanContext(facts, vocab, options)
+    rules = [r for r in all_rules() if hasattr(r, "plan")]
+    for rule in sorted(rules, key=lambda r: (getattr(r, "order", 0), r.code)):
+        rule().plan(ctx)
+    kept: list[tuple[Change, bool]] = []  # (change, report its finding)
+    for change in ctx.changes:
+        line = facts.ix.pos(change.node)[0]
+        if options.wants(change.code) and not suppressed(change.code, line):
+            kept.append((change, True))
+    if facts.wrapper is None and any(c.uses_wrapper for c, _ in kept):
+        from migrator.rules.wrapper_object import create_wrapper
+
+        # Always applied when something needs it; only its finding obeys select/suppress.
+        wrapper = create_wrapper(ctx)
+        line = facts.ix.pos(wrapper.node)[0]
+        shown = options.wants(wrapper.code) and not suppressed(wrapper.code, line)
+        kept.insert(0, (wrapper, shown))
+    edits = Edits()
+    findings: list[Finding] = []
+    for change, shown in kept:
+        edits.merge(change.edits)
+        if shown:
+            line, col = facts.ix.pos(change.node)
+            findings.append(Finding(line, col, change.code, change.message, change.fixed))
+    return edits, sorted(findings)

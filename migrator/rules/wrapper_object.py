@@ -1,0 +1,80 @@
+"""MIG201: create the wrapper object once at module level (or reuse the one the file has)."""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from migrator.plan import Change, PlanContext
+from migrator.rules.base import Rule
+
+_STOP = (cst.FunctionDef, cst.ClassDef, cst.If, cst.For, cst.While, cst.With, cst.Try)
+
+
+class WrapperObjectRule(Rule):
+    """Create the runtime object once, right after the imports.
+
+    **What**: adds `from runtime import Runtime` and `rt = Runtime()` (fabric:
+    `from lightning.fabric import Fabric` / `fabric = Fabric()`) after the last import of the
+    file's import block. A file that already has such an object at module level reuses it.
+    Rewrites that need it (setup, backward, device, ...) create it; it is never created
+    for nothing. Precision found in the script (AMP) becomes the constructor default; the
+    launcher (`migrate run --precision`, `fabric run --precision`) may override it.
+
+    **Why**: one object owns the device, the strategy and the precision for the whole script;
+    module level means functions, classes and globals all see the same one.
+
+    **Before**: `import torch`  **After**: `import torch` / `from runtime import Runtime` /
+    `rt = Runtime()`
+    """
+
+    code = "MIG201"
+    name = "wrapper-object"
+    summary = "Create the wrapper object once after the imports (reused when already present)"
+
+
+def create_wrapper(ctx: PlanContext) -> Change:
+    """The change that adds the import and the module-level wrapper object."""
+    v = ctx.vocab
+    body = ctx.ix.module.body
+    anchor = None
+    for stmt in body:
+        if isinstance(stmt, _STOP):
+            break
+        if isinstance(stmt, cst.SimpleStatementLine) and any(
+            isinstance(s, (cst.Import, cst.ImportFrom)) for s in stmt.body
+        ):
+            anchor = stmt
+    node = anchor if anchor is not None else body[0]
+    change = Change(
+        code=WrapperObjectRule.code, node=node, ctx=ctx, fixed=True,
+        message=f"create the {v.wrapper_class} object once after the imports "
+        f"({ctx.rt} = {v.wrapper_class}()); launch with: {v.launch_hint}",
+    )
+    args = ", ".join(f"{k}={val}" for k, val in sorted(ctx.wrapper_args.items()))
+    new = [
+        cst.parse_statement(f"from {v.wrapper_module} import {v.wrapper_class}\n"),
+        cst.parse_statement(f"{ctx.rt} = {v.wrapper_class}({args})\n").with_changes(
+            leading_lines=[cst.EmptyLine()]
+        ),
+    ]
+    if _imports_class(ctx):
+        new = new[1:]
+    if anchor is not None:
+        change.insert_after(anchor, *new)
+    else:
+        change.insert_before(body[0], *new, *_blank())
+    return change
+
+
+def _blank() -> list:
+    return []
+
+
+def _imports_class(ctx: PlanContext) -> bool:
+    v = ctx.vocab
+    for node in ctx.ix.imports:
+        if isinstance(node, cst.ImportFrom) and not isinstance(node.names, cst.ImportStar):
+            mod = ctx.ix.code(node.module) if node.module is not None else ""
+            if mod == v.wrapper_module and any(a.name.value == v.wrapper_class for a in node.names):
+                return True
+    return False
