@@ -23,4 +23,14 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'runtime' has no attribute {name!r}")
 
 
-__all__ = ["Runtime", *_LAZY]
+__all__ = [
+    "CSVLogger",
+    "Callback",
+    "EarlyStopping",
+    "LearningRateMonitor",
+    "ModelCheckpoint",
+    "Runtime",
+    "TensorBoardLogger",
+    "TrainModule",
+    "Trainer",
+]
