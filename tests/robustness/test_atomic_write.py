@@ -125,6 +125,28 @@ def test_verification_failure_leaves_the_original_untouched(tmp_path: Path, monk
     assert not [p for p in tmp_path.iterdir() if p.name != name], list(tmp_path.iterdir())
 
 
+def test_engine_verify_failure_writes_nothing(tmp_path: Path, monkeypatch) -> None:
+    """The engine's own verify step failing (not just compile) is an internal error; no write."""
+    import migrator.verify as verify_module
+
+    assert hasattr(verify_module, "verify"), "migrator.verify.verify (the engine's verify step) not found"
+    name, source = next(iter(scripts().items()))
+    target = tmp_path / name
+    target.write_text(source, encoding="utf-8")
+    migrated(source, name)
+    before = (target.read_bytes(), target.stat().st_mtime_ns, target.stat().st_ino)
+
+    def refuse(*args, **kwargs):
+        raise verify_module.VerifyError("forced: not a fixed point")
+
+    monkeypatch.setattr(verify_module, "verify", refuse)
+    monkeypatch.chdir(tmp_path)
+    code = cli.main(["--write", "--jobs", "1", name])
+    assert code == EXIT_INTERNAL, f"exit {code}: a verification failure is an internal error"
+    assert (target.read_bytes(), target.stat().st_mtime_ns, target.stat().st_ino) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
 def _kill_run(tree: Path, originals: dict[Path, str], whole_group: bool, delay: float) -> int:
     """Start ``--write`` over ``tree``; SIGKILL it ``delay`` s after the first file changes."""
     proc = subprocess.Popen(cli_command() + ["--write", "--jobs", "2", "-q", str(tree)], env=child_env(),
