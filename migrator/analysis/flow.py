@@ -24,13 +24,13 @@ def binding_of(ix: Index, target: cst.CSTNode) -> Binding | None:
         scope = ix.scope_of(target)
         if scope is None:
             return None
-        for access in scope.accesses.get(target.value, ()):
+        for access in (scope.accesses[target.value] if target.value in scope.accesses else ()):
             if access.node is target:
                 for a in access.referents:
                     if hasattr(a, "scope"):
                         return Binding("name", a.scope, target.value)
         # a store: the scope that owns the assignment of this name
-        for a in scope.assignments.get(target.value, ()):
+        for a in (scope.assignments[target.value] if target.value in scope.assignments else ()):
             return Binding("name", a.scope, target.value)
         return Binding("name", scope, target.value)
     if (
@@ -54,7 +54,7 @@ def direct_refs(ix: Index, b: Binding) -> list[cst.CSTNode]:
         ]
     out = []
     scope = b.owner
-    for assignment in scope.assignments.get(b.name, ()):
+    for assignment in (scope.assignments[b.name] if b.name in scope.assignments else ()):
         for access in assignment.references:
             if isinstance(access.node, cst.Name) and access.node not in out:
                 out.append(access.node)

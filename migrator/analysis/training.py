@@ -71,7 +71,7 @@ class TrainingFacts(CoreFacts):
                     continue
                 by_binding.setdefault(b, []).append(opt)
                 exprs.setdefault(b, expr)
-        manual = self._manual_bindings - set(by_binding)
+        manual = set(self._manual_bindings) - set(by_binding)
         out = []
         for b in [*by_binding, *sorted(manual, key=lambda m: self.ix.order(self._manual_bindings[m]))]:
             ctor = self.constructions.get(b)

@@ -1,0 +1,117 @@
+"""MIG301/MIG302/MIG303: loaders go through setup_dataloaders; other training data is reported replicated."""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from migrator.plan import PlanContext
+from migrator.rules.base import Rule
+
+
+class _LoaderRule(Rule):
+    evaluation = False
+
+    def plan(self, ctx: PlanContext) -> None:
+        v = ctx.vocab
+        template = v.setup_eval_dataloaders if self.evaluation else v.setup_dataloaders
+        for ld in ctx.facts.loaders:
+            if ld.set_up or ld.evaluation != self.evaluation:
+                continue
+            change = ctx.finding(self.code, ld.call, "")
+            if ld.target is not None:
+                name = ctx.ix.code(ld.target)
+                call = change.code_text(template, loader=name)
+                change.insert_after(ld.stmt, cst.parse_statement(f"{name} = {call}\n"))
+            else:
+                call = change.code_text(template, loader=ld.call)
+                change.replace(ld.call, lambda u, t=template, c=change: cst.parse_expression(
+                    c.code_text(t, loader=cst.Module(body=[]).code_for_node(u))
+                ))
+            change.message = self.message(call)
+
+    def message(self, call: str) -> str:
+        raise NotImplementedError
+
+
+class TrainLoaderRule(_LoaderRule):
+    """Shard training DataLoaders across processes.
+
+    **What**: after `train_loader = DataLoader(...)` the migrator inserts
+    `train_loader = rt.setup_dataloaders(train_loader)`; an inline `DataLoader(...)` is
+    wrapped in place. Batches from it arrive on the device (MIG103 removes their moves).
+
+    **Why**: each process must see a different shard (a DistributedSampler, re-seeded each
+    epoch). The batch size stays per process, so the global batch grows N-fold on N
+    processes: scale the learning rate or divide `batch_size` by N if that matters.
+
+    **Before**: `loader = DataLoader(ds, batch_size=64, shuffle=True)`
+    **After**: the same, then `loader = rt.setup_dataloaders(loader)`
+    """
+
+    code = "MIG301"
+    name = "setup-dataloaders"
+    summary = "Shard training loaders: loader = rt.setup_dataloaders(loader)"
+
+    def message(self, call: str) -> str:
+        return (
+            f"shard the training data: {call}; batch_size is now per process, "
+            "so the global batch grows N-fold on N processes"
+        )
+
+
+class EvalLoaderRule(_LoaderRule):
+    """Set up evaluation DataLoaders so every sample is evaluated exactly once.
+
+    **What**: a loader iterated only by loops without backward (test / validation) is set up
+    as an evaluation loader: runtime `rt.setup_dataloaders(loader, evaluation=True)` (sharded,
+    no padding: sums are reduced across ranks, MIG407); fabric
+    `fabric.setup_dataloaders(loader, use_distributed_sampler=False)` (Fabric's sampler would
+    pad 11 samples to 12: every rank evaluates the whole set instead, so metrics are exact).
+
+    **Why**: a padded or duplicated sample changes accuracy and loss.
+
+    **Before**: `test_loader = DataLoader(test_ds, batch_size=1000)`
+    **After**: the same, then `test_loader = rt.setup_dataloaders(test_loader, evaluation=True)`
+    """
+
+    code = "MIG302"
+    name = "setup-eval-dataloaders"
+    summary = "Set up evaluation loaders without padding (every sample counted once)"
+    evaluation = True
+
+    def message(self, call: str) -> str:
+        return f"evaluation data, every sample counted once: {call}"
+
+
+class ReplicatedDataRule(Rule):
+    """Report training loops whose data is not a DataLoader.
+
+    **What**: a loop that runs backward but iterates something other than a DataLoader
+    (batchified tensors, `range` with `get_batch`, synthetic batches, an environment) is
+    reported; nothing is rewritten.
+
+    **Why**: only DataLoaders can be sharded by setup. Every process now trains on the same
+    data: gradients are averaged over identical batches, so N processes do the work of one.
+    Shard by hand (e.g. slice by `rt.global_rank` / `rt.world_size`) if that matters.
+    """
+
+    code = "MIG303"
+    name = "replicated-data"
+    summary = "Training data is not a DataLoader: it is replicated on every process"
+
+    def plan(self, ctx: PlanContext) -> None:
+        loader_loops = {loop for ld in ctx.facts.loaders for loop in ld.loops}
+        seen = set()
+        for b in ctx.facts.backwards:
+            loops = ctx.ix.loops_around(b.call)
+            if not loops or loops[0] in seen:
+                continue
+            seen.add(loops[0])
+            if any(loop in loader_loops for loop in loops):
+                continue
+            ctx.finding(
+                self.code, loops[0],
+                "training data here is not a DataLoader: every process trains on the same "
+                "(replicated) data; shard it by rank by hand if needed",
+                fixed=False,
+            )

@@ -1,0 +1,69 @@
+"""MIG101/MIG105: device selection becomes the wrapper's device; GAN-style `cuda` flags follow it."""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from migrator.plan import PlanContext
+from migrator.rules.base import Rule
+
+
+class DeviceSelectionRule(Rule):
+    """Take the device from the wrapper, keeping the variable as an alias.
+
+    **What**: `device = torch.device("cuda" if use_cuda else "cpu")`, `device = "cuda:0"`,
+    `device = 0` (used as a device), `torch.accelerator.current_accelerator()` and
+    `if torch.cuda.is_available(): ... elif mps ...: ... else: ...` chains become
+    `device = rt.device`. Everything that receives `device` (function parameters,
+    `self.device`, globals) keeps working unchanged. CLI flags such as `--no-cuda` still
+    parse; the launcher now picks the accelerator.
+
+    **Why**: each process must use its own device (`cuda:<local_rank>`), which only the
+    wrapper knows.
+
+    **Before**: `device = torch.device("cuda" if use_cuda else "cpu")`
+    **After**: `device = rt.device`
+    """
+
+    code = "MIG101"
+    name = "device-selection"
+    summary = "Take the device from the wrapper: device = rt.device"
+
+    def plan(self, ctx: PlanContext) -> None:
+        for d in ctx.facts.devices:
+            change = ctx.finding(self.code, d.stmt, "")
+            device = change.code_text(ctx.vocab.device)
+            if d.assign is not None:
+                change.replace(d.assign.value, cst.parse_expression(device))
+            else:
+                new = cst.parse_statement(f"{ctx.ix.code(d.target)} = {device}\n")
+                change.replace(d.stmt, new.with_changes(leading_lines=d.stmt.leading_lines))
+            change.message = (
+                f"the wrapper picks each process's device: {ctx.ix.code(d.target)} = {device} "
+                "(device flags still parse but no longer choose it; the launcher does)"
+            )
+
+
+class CudaFlagRule(Rule):
+    """Derive a PyTorch-GAN style `cuda` flag from the wrapper's device.
+
+    **What**: `cuda = True if torch.cuda.is_available() else False`, when it selects tensor
+    types (`Tensor = torch.cuda.FloatTensor if cuda else torch.FloatTensor`), becomes
+    `cuda = rt.device.type == "cuda"`.
+
+    **Why**: tensors built from `Tensor(...)` must live where the wrapped model runs.
+
+    **Before**: `cuda = True if torch.cuda.is_available() else False`
+    **After**: `cuda = rt.device.type == "cuda"`
+    """
+
+    code = "MIG105"
+    name = "cuda-flag"
+    summary = 'Derive the cuda flag from the wrapper: cuda = rt.device.type == "cuda"'
+
+    def plan(self, ctx: PlanContext) -> None:
+        for flag in ctx.facts.cuda_flags:
+            change = ctx.finding(self.code, flag.assign, "")
+            text = change.code_text(ctx.vocab.device) + '.type == "cuda"'
+            change.replace(flag.assign.value, cst.parse_expression(text))
+            change.message = f"follow the wrapper's device: {flag.target.value} = {text}"

@@ -1,0 +1,103 @@
+"""MIG202/MIG203: one `setup(model, *optimizers)` per trained model; manual-SGD models set up alone."""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from migrator.plan import Change, PlanContext
+from migrator.rules._setup import already_set_up, model_text, setup_anchor
+from migrator.rules.base import Rule
+
+
+def _global_decl(ctx: PlanContext, change: Change, anchor: cst.CSTNode, names: list[str]) -> None:
+    """Rebinding a module global inside a function needs ``global`` (else it becomes local)."""
+    fn = ctx.ix.function_of(anchor)
+    if fn is None:
+        return
+    module_scope = ctx.ix.scopes.get(ctx.ix.module)
+    fn_scope = ctx.ix.scopes.get(fn.body)
+    wanted = []
+    for name in names:
+        if "." in name or "[" in name:
+            continue
+        params = {p.name.value for p in fn.params.params}
+        if module_scope is not None and name in module_scope.assignments and name not in params:
+            if not any(a.scope is fn_scope for a in (fn_scope.assignments[name] if fn_scope else ())):
+                wanted.append(name)
+    if wanted:
+        first = fn.body.body[0]
+        change.insert_before(first, cst.parse_statement(f"global {', '.join(wanted)}\n"))
+
+
+class SetupModelRule(Rule):
+    """Set up each trained model with all of its optimizers, once.
+
+    **What**: after the last optimizer of a model is built (and before the training loop),
+    inserts `model, optimizer = rt.setup(model, optimizer)`; GANs get one call per network
+    (`netG, optG = rt.setup(netG, optG)` and `netD, optD = ...`). The names are rebound, so
+    later code, globals and helper functions receiving them use the wrapped objects. `.to()` /
+    `.cuda()` moves of the model become redundant (MIG102) and `model.module` keeps working.
+    Modules without an optimizer are not set up (frozen helpers: see MIG104 for moves).
+
+    **Why**: setup moves the model to the process's device, wraps it for the strategy (DDP,
+    FSDP, ...) and precision, and makes the optimizer step through the strategy.
+
+    **Before**: `optimizer = optim.SGD(model.parameters())`  **After**: the same line, then
+    `model, optimizer = rt.setup(model, optimizer)`
+    """
+
+    code = "MIG202"
+    name = "setup-model"
+    summary = "Set up each trained model with its optimizers: model, opt = rt.setup(model, opt)"
+
+    def plan(self, ctx: PlanContext) -> None:
+        for m in ctx.facts.models:
+            if m.manual or already_set_up(ctx, m):
+                continue
+            anchor = setup_anchor(ctx, m)
+            last = max(m.optimizers, key=lambda o: ctx.ix.order(o.call))
+            if anchor is None:
+                ctx.finding(
+                    self.code, last.call,
+                    f"set up {ctx.ix.code(m.expr)} by hand: its optimizers are not plain "
+                    "assignments in one scope, or one optimizer covers several models",
+                    fixed=False,
+                )
+                continue
+            names = [model_text(ctx, m), *(ctx.ix.code(o.target) for o in m.optimizers)]
+            change = ctx.finding(self.code, last.call, "")
+            call = change.code_text(ctx.vocab.setup, args=", ".join(names))
+            change.insert_after(anchor, cst.parse_statement(f"{', '.join(names)} = {call}\n"))
+            _global_decl(ctx, change, anchor, names)
+            change.message = f"set up the model with its optimizers: {', '.join(names)} = {call}"
+
+
+class SetupManualModelRule(Rule):
+    """Set up a model trained without an optimizer (manual SGD on `p.data`).
+
+    **What**: a module whose parameters are updated by hand (`for p in model.parameters():
+    p.data.add_(p.grad, alpha=-lr)`) is set up alone right after it is built:
+    `model = rt.setup(model)`.
+
+    **Why**: gradients must be averaged across processes during backward, which only the
+    wrapped module does; the manual update then sees the same gradients on every rank.
+
+    **Before**: `model = RNNModel(...)`  **After**: the same line, then `model = rt.setup(model)`
+    """
+
+    code = "MIG203"
+    name = "setup-manual-model"
+    summary = "Set up a model updated without an optimizer: model = rt.setup(model)"
+
+    def plan(self, ctx: PlanContext) -> None:
+        for m in ctx.facts.models:
+            if not m.manual or already_set_up(ctx, m):
+                continue
+            anchor = setup_anchor(ctx, m)
+            if anchor is None:
+                continue
+            name = model_text(ctx, m)
+            change = ctx.finding(self.code, m.construction, "")
+            call = change.code_text(ctx.vocab.setup, args=name)
+            change.insert_after(anchor, cst.parse_statement(f"{name} = {call}\n"))
+            change.message = f"parameters are updated by hand: set the model up alone ({name} = {call})"
