@@ -256,5 +256,24 @@ def _pooled(todo: list, job: Job, workers: int) -> Iterator[tuple[int, Outcome]]
     from functools import partial
 
     chunk = max(1, min(16, len(todo) // (workers * 8)))
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with ProcessPoolExecutor(max_workers=workers, initializer=_exit_with_parent) as pool:
         yield from pool.map(partial(_work, job=job), todo, chunksize=chunk)
+
+
+def _exit_with_parent() -> None:
+    """Pool worker start-up: exit once the CLI process is gone.
+
+    A SIGKILLed parent leaves its workers blocked on the task queue forever (orphans that
+    never exit); writes are atomic, so leaving mid-task loses nothing.
+    """
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.2)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
