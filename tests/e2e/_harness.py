@@ -1,0 +1,222 @@
+"""Running whole scripts for the e2e tests: original runs (cached), migration, 1- and 2-process runs, probe reports."""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, child_env, free_port, run_cmd, torchrun  # tests/conftest.py
+
+from ._specs import SPECS, Spec
+
+PROBE = Path(__file__).resolve().parent / "probe"
+BIN = Path(sys.executable).parent
+SINGLE_TIMEOUT = 120
+DIST_TIMEOUT = 300
+
+_BASE = Path(tempfile.mkdtemp(prefix="torch-migrate-e2e-"))
+atexit.register(shutil.rmtree, _BASE, True)
+
+
+def fresh_dir(label: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=f"{label}-", dir=_BASE))
+
+
+def files_in(directory: Path) -> set[str]:
+    """Relative paths of every file under ``directory``."""
+    return {p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file()}
+
+
+def describe(proc: subprocess.CompletedProcess, limit: int = 4000) -> str:
+    return (
+        f"$ {' '.join(map(str, proc.args))}\nexit {proc.returncode}\n"
+        f"--- stdout (tail) ---\n{proc.stdout[-limit:]}\n--- stderr (tail) ---\n{proc.stderr[-limit:]}"
+    )
+
+
+@dataclass
+class Run:
+    """One finished run: its process, working directory and (for probed runs) the probe records."""
+
+    proc: subprocess.CompletedProcess
+    cwd: Path
+    probe_dir: Path | None = None
+    records: list[dict] = field(default_factory=list)
+
+    def check_ok(self, what: str) -> None:
+        if self.proc.returncode != 0:
+            pytest.fail(f"{what} exited {self.proc.returncode}\n{describe(self.proc)}")
+
+
+def run_single(script: Path, args: tuple[str, ...], label: str, inputs: dict[str, Path] = {}) -> Run:
+    """``python script args`` in a fresh working directory holding copies of ``inputs``."""
+    cwd = fresh_dir(label)
+    for rel, src in inputs.items():
+        shutil.copy(src, cwd / rel)
+    proc = run_cmd([sys.executable, str(script), *args], timeout=SINGLE_TIMEOUT, cwd=cwd, env=child_env())
+    return Run(proc, cwd)
+
+
+@lru_cache(maxsize=None)
+def original_train(name: str) -> Run:
+    """The original script's training run (the reference for every comparison); cached per process."""
+    spec = SPECS[name]
+    run = run_single(spec.path, spec.train_args, f"orig-{name}")
+    run.check_ok(f"original {name}.py {' '.join(spec.train_args)}")
+    return run
+
+
+@lru_cache(maxsize=None)
+def original_eval(name: str) -> Run:
+    """The original script evaluating the checkpoint its own training run wrote."""
+    spec = SPECS[name]
+    run = run_single(spec.path, spec.eval_args, f"orig-eval-{name}", eval_inputs(spec))
+    run.check_ok(f"original {name}.py {' '.join(spec.eval_args)}")
+    return run
+
+
+def eval_inputs(spec: Spec) -> dict[str, Path]:
+    return {spec.eval_input: original_train(spec.name).cwd / spec.eval_input}
+
+
+# ---------------------------------------------------------------- migration
+
+
+@dataclass(frozen=True)
+class Migration:
+    path: Path | None  # the migrated script, None when migration failed
+    error: str = ""
+    how: str = ""
+
+
+def _cli_available() -> bool:
+    return (ROOT / "migrator" / "cli.py").exists() and (BIN / "migrate").exists()
+
+
+@lru_cache(maxsize=None)
+def migrate(name: str, target: str) -> Migration:
+    """Migrate ``fixtures/scripts/<name>.py`` to ``target`` via the CLI when it exists, else ``migrate_source``."""
+    spec = SPECS[name]
+    out = fresh_dir(f"migrated-{name}-{target}") / f"{name}.py"
+    if _cli_available():
+        cmd = [str(BIN / "migrate"), str(spec.path), "-o", str(out), "--target", target]
+        proc = run_cmd(cmd, timeout=SINGLE_TIMEOUT, env=child_env())
+        if proc.returncode != 0 or not out.exists():
+            return Migration(None, f"`migrate -o` failed (no output or nonzero exit)\n{describe(proc)}", "cli")
+        return Migration(out, how="cli")
+    from migrator.engine import migrate_source
+    from migrator.options import Options
+    from migrator.results import Status
+
+    result = migrate_source(spec.path.read_text(), str(spec.path), Options(target=target))
+    if result.status is Status.FAILED:
+        return Migration(None, f"migrate_source FAILED: {result.reason}\n{result.traceback or ''}", "api")
+    out.write_text(result.output)
+    return Migration(out, how="migrate_source (no migrator/cli.py yet)")
+
+
+def require_migrated(name: str, target: str) -> Path:
+    m = migrate(name, target)
+    if m.path is None:
+        pytest.fail(f"migrating {name}.py to --target {target} failed ({m.how}):\n{m.error}")
+    return m.path
+
+
+# ---------------------------------------------------------------- distributed runs
+
+
+def probed_env(probe_dir: Path) -> dict[str, str]:
+    env = child_env(E2E_PROBE_DIR=str(probe_dir))
+    env["PYTHONPATH"] = os.pathsep.join([str(PROBE), env["PYTHONPATH"]])
+    return env
+
+
+def launch_cmd(launcher: str, script: Path, args: tuple[str, ...]) -> list[str]:
+    """The 2-process command line for ``launcher`` (``runtime.launch`` / ``fabric``; torchrun has a helper)."""
+    port = str(free_port())
+    if launcher == "runtime.launch":
+        return [sys.executable, "-m", "runtime.launch", "--devices", "2", "--master-port", port,
+                str(script), "--", *args]
+    if launcher == "fabric":
+        return [str(BIN / "fabric"), "run", "--accelerator", "cpu", "--strategy", "ddp", "--devices", "2",
+                "--main-port", port, str(script), *args]
+    raise ValueError(f"unknown launcher {launcher!r}")
+
+
+def run_distributed(launcher: str, script: Path, args: tuple[str, ...], label: str,
+                    inputs: dict[str, Path] = {}) -> Run:
+    """Run ``script`` on 2 CPU processes under ``launcher`` with the probe recording ranks' writes and stdout."""
+    cwd, probe_dir = fresh_dir(label), fresh_dir(f"probe-{label}")
+    for rel, src in inputs.items():
+        shutil.copy(src, cwd / rel)
+    env = probed_env(probe_dir)
+    if launcher == "torchrun":
+        proc = torchrun(script, *args, timeout=DIST_TIMEOUT, cwd=cwd, env=env)
+    else:
+        proc = run_cmd(launch_cmd(launcher, script, args), timeout=DIST_TIMEOUT, cwd=cwd, env=env)
+    records = [json.loads(line) for f in sorted(probe_dir.glob("*.jsonl")) for line in f.read_text().splitlines()]
+    return Run(proc, cwd, probe_dir, records)
+
+
+def check_ranks_started(run: Run, script: Path) -> None:
+    """Both rank 0 and rank 1 ran ``script`` (a launcher that silently ran one copy fails here)."""
+    ranks = {r["rank"] for r in run.records if r["kind"] == "start" and r["argv"] and
+             Path(r["argv"][0]).resolve() == script.resolve()}
+    if not {"0", "1"} <= ranks:
+        pytest.fail(f"expected ranks 0 and 1 to run {script.name}, saw ranks {sorted(ranks)}\n{describe(run.proc)}")
+
+
+def rank_stdout(run: Run, rank: str) -> str:
+    return "".join(p.read_text() for p in sorted(run.probe_dir.glob(f"stdout-rank{rank}-*.txt")))
+
+
+def writers(run: Run) -> dict[str, set[str]]:
+    """Relative path (inside the run's cwd) -> ranks of the processes that wrote it."""
+    out: dict[str, set[str]] = {}
+    cwd = str(run.cwd.resolve())
+    for r in run.records:
+        if r["kind"] == "write" and (r["path"] + os.sep).startswith(cwd + os.sep):
+            out.setdefault(os.path.relpath(r["path"], cwd), set()).add(r["rank"])
+    return out
+
+
+# ---------------------------------------------------------------- output comparison
+
+_NUMBER = re.compile(r"(-?\d+(?:\.\d+)?(?:e[-+]?\d+)?)")
+
+
+def reports_match(expected: str, actual: str) -> str | None:
+    """None when ``actual`` reports the same numbers as ``expected``, else the first difference.
+
+    Integers (sample counts, correct predictions) must be equal; a printed decimal may differ by
+    one unit in its last printed digit, because a sum reduced across 2 ranks adds the same
+    terms in another order (a last-bit float difference can flip the final rounding).
+    """
+    exp_lines, act_lines = expected.splitlines(), actual.splitlines()
+    if len(exp_lines) != len(act_lines):
+        return f"{len(act_lines)} lines instead of {len(exp_lines)}:\n{actual}\n--- expected ---\n{expected}"
+    for e_line, a_line in zip(exp_lines, act_lines):
+        e_parts, a_parts = _NUMBER.split(e_line), _NUMBER.split(a_line)
+        if len(e_parts) != len(a_parts):
+            return f"line differs:\n  expected {e_line!r}\n  actual   {a_line!r}"
+        for i, (e, a) in enumerate(zip(e_parts, a_parts)):
+            if i % 2 == 0 or e == a:
+                if e != a:
+                    return f"line differs:\n  expected {e_line!r}\n  actual   {a_line!r}"
+                continue
+            if "." not in e or "." not in a:
+                return f"number {a} instead of {e}:\n  expected {e_line!r}\n  actual   {a_line!r}"
+            unit = 10.0 ** -len(e.split(".")[1].split("e")[0])
+            if abs(float(e) - float(a)) > unit * 1.001:
+                return f"number {a} instead of {e}:\n  expected {e_line!r}\n  actual   {a_line!r}"
+    return None
