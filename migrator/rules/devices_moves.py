@@ -38,7 +38,7 @@ def batch_moves(ctx) -> dict[cst.CSTNode, cst.CSTNode]:
                 if isinstance(root, cst.Name) and binding_of(ix, root) in names:
                     out[call] = loop
                 comp = _dict_comp(ix, call)
-                if comp is not None and binding_of(ix, _root(comp.for_in.iter)) in names:
+                if comp is not None and binding_of(ix, comp.for_in.iter.func.value) in names:
                     out[comp] = loop
     return out
 
