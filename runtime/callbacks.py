@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -178,8 +179,11 @@ class ModelCheckpoint(Callback):
     def _remove(trainer: Trainer, paths: list[str]) -> None:
         trainer.runtime.barrier()  # the newer file is complete before the older goes
         if trainer.is_global_zero:
-            for p in paths:
-                Path(p).unlink(missing_ok=True)
+            for p in map(Path, paths):
+                if p.is_dir():  # sharded strategies (fsdp) write a checkpoint directory
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -77,7 +77,7 @@ def resolve(trainer: Trainer, ckpt_path: str | os.PathLike) -> Path | None:
     """``"last"`` -> the checkpoint callback's ``last.ckpt`` (None when absent), else the path."""
     if str(ckpt_path) != "last":
         path = Path(ckpt_path)
-        if not path.is_file():
+        if not path.exists():  # a file, or a directory for sharded strategies
             raise FileNotFoundError(f"fit(ckpt_path={str(ckpt_path)!r}): no such checkpoint")
         return path
     cb = trainer.checkpoint_callback
@@ -85,7 +85,7 @@ def resolve(trainer: Trainer, ckpt_path: str | os.PathLike) -> Path | None:
         raise ValueError('fit(ckpt_path="last") needs a ModelCheckpoint callback '
                          "(enable_checkpointing=True adds one)")
     path = cb.last_path(trainer)
-    return path if path.is_file() else None
+    return path if path.exists() else None
 
 
 def restore(trainer: Trainer, ckpt_path: str | os.PathLike) -> None:

@@ -213,6 +213,10 @@ class WrappedDataLoader:
     def __len__(self) -> int:
         return len(self._loader)
 
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next pass shuffle as pass number ``epoch`` (a resumed run's first epoch)."""
+        self._epoch = epoch
+
     def __iter__(self) -> Iterator[Any]:
         sampler = getattr(self._loader, "sampler", None)
         if hasattr(sampler, "set_epoch"):
