@@ -115,6 +115,8 @@ def plan(facts: Facts, vocab: Vocabulary, options: Options, suppressed) -> tuple
         line = facts.ix.pos(change.node)[0]
         if options.wants(change.code) and not suppressed(change.code, line):
             kept.append((change, True))
+    if any(c.code.startswith("MIG9") for c, _ in kept):  # needs a human: no partial rewrite
+        kept = [(c, s) for c, s in kept if c.code.startswith("MIG9")]
     if facts.wrapper is None and any(c.uses_wrapper for c, _ in kept):
         from migrator.rules.wrapper_object import create_wrapper
 

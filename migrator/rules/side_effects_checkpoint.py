@@ -1,0 +1,230 @@
+"""Side-effect rules for checkpoints: torch.save / torch.load through the wrapper, whole-model pickles."""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from migrator.rules.base import Rule
+from migrator.rules.side_effects_common import (
+    arg,
+    bound_values,
+    expression_statement,
+    fill_call,
+    guard_hoisted,
+    guard_run,
+    hoistable_args,
+    in_rank_zero_guard,
+)
+
+SAVE = {"torch.save", "torch.serialization.save"}
+LOAD = {"torch.load", "torch.serialization.load"}
+_IN_MEMORY = {"io.BytesIO", "builtins.open"}
+_DICT_CTORS = {"builtins.dict", "collections.OrderedDict"}
+
+
+def _is_file_object(ctx, expr: cst.BaseExpression) -> bool:
+    """``io.BytesIO()``, ``open(...)`` or a name bound to one: not a path, leave the call alone."""
+    values = bound_values(ctx, expr) if isinstance(expr, cst.Name) else [expr]
+    return any(isinstance(v, cst.Call) and ctx.ix.call_qname(v) in _IN_MEMORY for v in values)
+
+
+def _is_state(ctx, expr: cst.BaseExpression, depth: int = 2) -> bool:
+    """A dict the wrapper's save accepts: a literal, ``x.state_dict()``, ``dict(...)``, or a name bound to one."""
+    if isinstance(expr, (cst.Dict, cst.DictComp)):
+        return True
+    if isinstance(expr, cst.Call):
+        f = expr.func
+        return (isinstance(f, cst.Attribute) and f.attr.value == "state_dict") or (
+            ctx.ix.call_qname(expr) in _DICT_CTORS
+        )
+    if isinstance(expr, cst.Name) and depth:
+        values = bound_values(ctx, expr)
+        return bool(values) and all(_is_state(ctx, v, depth - 1) for v in values)
+    return False
+
+
+def _model(ctx, expr: cst.BaseExpression):
+    """(is a module, the wrapped model fact or None) for ``torch.save(<expr>, path)``."""
+    facts = ctx.facts
+    fact = facts.model_of(expr) if isinstance(expr, (cst.Name, cst.Attribute)) else None
+    if fact is not None:
+        return True, fact
+    if isinstance(expr, cst.Name):
+        return any(facts.is_module_construction(v) for v in bound_values(ctx, expr)), None
+    return False, None
+
+
+def saves(ctx):
+    """(call, statement) for each ``torch.save(obj, path)`` to a path, outside rank-0 guards."""
+    for call in ctx.ix.calls:
+        if (
+            ctx.ix.call_qname(call) not in SAVE
+            or len(call.args) != 2
+            or in_rank_zero_guard(ctx, call)
+        ):
+            continue
+        obj, path = arg(call, 0, "obj"), arg(call, 1, "f")
+        if obj is None or path is None or _is_file_object(ctx, path.value):
+            continue
+        yield call, obj, path
+
+
+class SaveThroughWrapper(Rule):
+    """`torch.save` goes through the wrapper's save: written once, by rank 0, without wrapper prefixes.
+
+    **What**: `torch.save(state, path)` becomes `rt.save(path, state)` (Fabric:
+    `fabric.save(path, state)`) when `state` is a dict: a literal, `model.state_dict()`,
+    `dict(...)` or a name bound to one. The file keeps the exact format of the original, so
+    the original script (and anything downstream) still loads it. Other objects (a tensor, a
+    list) are saved by `torch.save` under `if rt.is_global_zero:`. Saves into an in-memory
+    buffer (`io.BytesIO`) are not file writes and stay. Whole models: MIG404.
+
+    **Why**: every rank runs the save, so N processes write the same path at once. The
+    wrapper writes on rank 0 atomically and gathers sharded state (FSDP, DeepSpeed). Its save
+    is called on every rank (Fabric's waits for the others), so it stays where it was, never
+    inside a rank-0 branch.
+
+    **Before**
+    ```python
+    torch.save(model.state_dict(), "mnist_cnn.pt")
+    ```
+    **After**
+    ```python
+    rt.save("mnist_cnn.pt", model.state_dict())
+    ```
+    """
+
+    code = "MIG402"
+    name = "save-through-wrapper"
+    summary = "save checkpoints with the wrapper so they are written once"
+
+    def plan(self, ctx) -> None:
+        taken: set[str] = set()
+        for call, obj, path in saves(ctx):
+            if _model(ctx, obj.value)[0]:
+                continue  # MIG404
+            if _is_state(ctx, obj.value):
+                change = ctx.finding(
+                    self.code, call, "save through the wrapper: written once, by rank 0"
+                )
+                change.uses_wrapper = True  # the template is rendered later, inside the replacement
+                i_obj, i_path = call.args.index(obj), call.args.index(path)
+                change.replace(
+                    call,
+                    lambda up, c=change, o=i_obj, p=i_path: fill_call(
+                        c, c.ctx.vocab.save, up, {"path": p, "obj": o}
+                    ),
+                )
+                continue
+            stmt = expression_statement(ctx, call)
+            if stmt is None:
+                continue
+            change = ctx.finding(self.code, call, "not a state dict: saved by rank 0 only")
+            hoist = hoistable_args(ctx, call)
+            if hoist:
+                guard_hoisted(change, stmt, hoist, taken)
+            else:
+                guard_run(change, stmt, stmt)
+
+
+class WholeModelPickle(Rule):
+    """Whole-model pickles (`torch.save(model, path)`) save the unwrapped module, from rank 0.
+
+    **What**: `torch.save(model, path)` on a set-up model becomes
+    `if rt.is_global_zero: torch.save(rt.unwrap(model), path)` (Fabric: `model.module`, the
+    original module). A module that is not set up is only guarded.
+
+    **Why**: pickling the wrapper (a DDP or Fabric object) fails, or writes a file whose
+    class is the wrapper, which separate inference scripts cannot load. Unwrapping gives the
+    original class, as in the single-GPU script; rank 0 writes it once.
+
+    **Before**
+    ```python
+    torch.save(model, "model_full.pt")
+    ```
+    **After**
+    ```python
+    if rt.is_global_zero:
+        torch.save(rt.unwrap(model), "model_full.pt")
+    ```
+    """
+
+    code = "MIG404"
+    name = "whole-model-pickle"
+    summary = "pickle the unwrapped module on rank 0"
+
+    def plan(self, ctx) -> None:
+        for call, obj, _path in saves(ctx):
+            is_module, fact = _model(ctx, obj.value)
+            stmt = expression_statement(ctx, call)
+            if not is_module or stmt is None:
+                continue
+            change = ctx.finding(self.code, call, "pickle the unwrapped module, on rank 0 only")
+            if fact is not None:
+                change.replace(obj.value, change.expr(ctx.vocab.unwrap, model=obj.value))
+            guard_run(change, stmt, stmt)
+
+
+_CPU = {
+    '"cpu"',
+    "'cpu'",
+    'torch.device("cpu")',
+    "torch.device('cpu')",
+    "lambda storage, loc: storage",
+}
+
+
+class LoadThroughWrapper(Rule):
+    """`torch.load` of a checkpoint file goes through the wrapper's load.
+
+    **What**: `torch.load(path)` becomes `rt.load(path)` (Fabric: `fabric.load(path)`),
+    keeping `weights_only=`. A `map_location` to the CPU is dropped (the wrapper loads onto
+    the CPU; `load_state_dict` copies onto the model's device); a load mapped to a device is
+    left to the device rules. Loads from buffers or open file handles stay. A load with
+    `weights_only=False` is reported: it unpickles arbitrary code, so load only trusted files.
+
+    **Why**: the wrapper's load restores sharded checkpoints (FSDP, DeepSpeed) and reads the
+    files its save wrote; on one process it returns what `torch.load` returns.
+
+    **Before**
+    ```python
+    state = torch.load("ckpt.pt", map_location="cpu")
+    ```
+    **After**
+    ```python
+    state = rt.load("ckpt.pt")
+    ```
+    """
+
+    code = "MIG403"
+    name = "load-through-wrapper"
+    summary = "load checkpoints with the wrapper"
+
+    def plan(self, ctx) -> None:
+        ix = ctx.ix
+        for call in ix.calls:
+            if ix.call_qname(call) not in LOAD or not call.args or call.args[0].keyword is not None:
+                continue
+            if _is_file_object(ctx, call.args[0].value):
+                continue
+            kw = {a.keyword.value: i for i, a in enumerate(call.args) if a.keyword is not None}
+            if set(kw) - {"map_location", "weights_only"} or len(call.args) - len(kw) != 1:
+                continue
+            if (
+                "map_location" in kw
+                and ix.code(call.args[kw["map_location"]].value).strip() not in _CPU
+            ):
+                continue  # loaded onto a device: MIG1xx points it at the wrapper's device
+            message = "load through the wrapper"
+            weights = call.args[kw["weights_only"]] if "weights_only" in kw else None
+            if weights is not None and ix.code(weights.value).strip() == "False":
+                message += (
+                    "; weights_only=False unpickles arbitrary code: load only files you trust"
+                )
+            change = ctx.finding(self.code, call, message)
+            change.uses_wrapper = True  # the template is rendered later, inside the replacement
+            extra = (kw["weights_only"],) if weights is not None else ()
+            change.replace(
+                call,
+                lambda up, c=change, e=extra: fill_call(c, c.ctx.vocab.load, up, {"path": 0}, e),
+            )
