@@ -9,7 +9,7 @@ from functools import cached_property
 import libcst as cst
 
 from migrator.analysis import names as N
-from migrator.analysis.flow import binding_of
+from migrator.analysis.flow import binding_of, param_for
 from migrator.analysis.training import TrainingFacts
 
 _DEVICE_STRING = re.compile(r"^(cuda|cpu|mps|xpu)(:\d+)?$")
@@ -19,9 +19,10 @@ _DEVICE_STRING = re.compile(r"^(cuda|cpu|mps|xpu)(:\d+)?$")
 class DeviceFact:
     """A device selection: ``device = torch.device(...)`` or an if/elif chain choosing one."""
 
-    stmt: cst.CSTNode  # the block-level statement to rewrite (simple line or ``if``)
+    stmt: cst.CSTNode  # the block-level statement to rewrite (simple line or ``if``), or the
+    # ``torch.device(...)`` call itself when it is passed straight into an in-file function
     assign: cst.Assign | None  # the assignment when ``stmt`` is a simple line
-    target: cst.BaseExpression
+    target: cst.BaseExpression | None  # None for the inline-argument form
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,14 @@ class DeviceFacts(TrainingFacts):
             v = node.value
             if self.is_device_value(v) or (isinstance(v, cst.Integer) and self._used_as_device(target)):
                 out.append(DeviceFact(self.ix.statement(node), node, target))
+        for call in self.ix.calls:
+            arg = self.ix.parent.get(call)
+            outer = self.ix.parent.get(arg)
+            if (
+                isinstance(arg, cst.Arg) and isinstance(outer, cst.Call)
+                and self.ix.call_qname(call) == N.DEVICE_CTOR and self.funcs.callee(outer) is not None
+            ):
+                out.append(DeviceFact(call, None, None))
         return tuple(sorted(out, key=lambda d: self.ix.order(d.stmt)))
 
     def _device_chain(self, node: cst.If) -> cst.BaseExpression | None:
@@ -109,7 +118,15 @@ class DeviceFacts(TrainingFacts):
         """Every load of a device-selection value, through params, ``self.`` and globals."""
         out: set[cst.CSTNode] = set()
         for d in self.devices:
-            out.update(self.refs(binding_of(self.ix, d.target)))
+            if d.target is not None:
+                out.update(self.refs(binding_of(self.ix, d.target)))
+                continue
+            arg = self.ix.parent[d.stmt]
+            call = self.ix.parent[arg]
+            fn, offset = self.funcs.callee(call)
+            param = param_for(fn, offset, call, arg)
+            if param is not None:
+                out.update(self.refs(binding_of(self.ix, param.name)))
         return frozenset(out)
 
     def is_device_expr(self, expr: cst.BaseExpression) -> bool:

@@ -75,6 +75,7 @@ class Functions:
         self.ix = ix
         self.top: dict[str, cst.FunctionDef] = {}
         self.methods: dict[tuple[cst.ClassDef, str], cst.FunctionDef] = {}
+        self.classes = {c.name.value: c for c in ix.classes if isinstance(ix.parent.get(c), cst.Module)}
         for fn in ix.functions:
             parent = ix.parent.get(ix.parent.get(fn))
             if isinstance(ix.parent.get(fn), cst.Module):
@@ -87,6 +88,9 @@ class Functions:
         f = call.func
         if isinstance(f, cst.Name) and f.value in self.top:
             return self.top[f.value], 0
+        if isinstance(f, cst.Name) and f.value in self.classes:
+            init = self.methods.get((self.classes[f.value], "__init__"))
+            return (init, 1) if init is not None else None
         if isinstance(f, cst.Attribute) and isinstance(f.value, cst.Name) and f.value.value == "self":
             cls = self.ix.class_of(call)
             fn = self.methods.get((cls, f.attr.value)) if cls is not None else None

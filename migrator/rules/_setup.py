@@ -73,10 +73,12 @@ def model_moves(ctx) -> dict[cst.Call, ModelFact]:
         anchor = setup_anchor(ctx, m)
         if anchor is None or already_set_up(ctx, m) and m.construction is None:
             continue
-        if m.construction is not None:
-            for call in chain_moves(ctx, m.construction.value):
-                out[call] = m
         fn = ix.function_of(anchor)
+        stores = [a for a in ctx.facts.assignments_of(m.binding) if ix.order(a) < ix.order(anchor)]
+        for assign in {*stores, *([m.construction] if m.construction is not None else [])}:
+            if assign is m.construction or ix.function_of(assign) is fn:
+                for call in chain_moves(ctx, assign.value):
+                    out[call] = m
         for ref in m.refs:
             attr = ix.parent.get(ref)
             call = ix.parent.get(attr)

@@ -104,6 +104,9 @@ class ReplicatedDataRule(Rule):
         seen = set()
         for b in ctx.facts.backwards:
             loops = ctx.ix.loops_around(b.call)
+            fn = ctx.ix.function_of(b.call)
+            if not loops and fn is not None:
+                loops = ctx.ix.loops_around(fn)  # an optimizer closure defined inside the loop
             if not loops or loops[0] in seen:
                 continue
             seen.add(loops[0])

@@ -33,6 +33,10 @@ class DeviceSelectionRule(Rule):
         for d in ctx.facts.devices:
             change = ctx.finding(self.code, d.stmt, "")
             device = change.code_text(ctx.vocab.device)
+            if d.target is None:
+                change.replace(d.stmt, cst.parse_expression(device))
+                change.message = f"the wrapper picks each process's device: pass {device}"
+                continue
             if d.assign is not None:
                 change.replace(d.assign.value, cst.parse_expression(device))
             else:
