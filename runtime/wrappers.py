@@ -168,6 +168,24 @@ class WrappedOptimizer:
     def optimizer(self) -> torch.optim.Optimizer:
         return self._optimizer
 
+    # Read through, not copied: load_state_dict on the original (a checkpoint restore)
+    # replaces its param_groups/state objects, and the wrapper must see the new ones.
+    @property
+    def param_groups(self) -> list:
+        return self._optimizer.param_groups
+
+    @param_groups.setter
+    def param_groups(self, value: list) -> None:
+        self._optimizer.param_groups = value
+
+    @property
+    def state(self) -> Any:
+        return self._optimizer.state
+
+    @state.setter
+    def state(self, value: Any) -> None:
+        self._optimizer.state = value
+
     def _accumulating(self) -> bool:
         return self._counter is not None and self._calls % self._counter.every != 0
 

@@ -27,11 +27,11 @@ class Regression(TrainModule):
     """A small MLP with dropout (so resume must restore the RNG) and an optional scheduler."""
 
     def __init__(self, lr: float = 0.05, interval: str | None = None, dropout: float = 0.1,
-                 scheduler: str = "step") -> None:
+                 scheduler: str = "step", monitor: str = "val_loss") -> None:
         super().__init__()
         self.net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(),
                                        torch.nn.Dropout(dropout), torch.nn.Linear(8, 1))
-        self.lr, self.interval, self.scheduler = lr, interval, scheduler
+        self.lr, self.interval, self.scheduler, self.monitor = lr, interval, scheduler, monitor
         self.lrs: list[float] = []  # learning rate used by each optimizer step
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -55,7 +55,7 @@ class Regression(TrainModule):
             return opt
         if self.scheduler == "plateau":
             sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=0)
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_loss"}}
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": self.monitor}}
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": self.interval}}
 
@@ -63,8 +63,8 @@ class Regression(TrainModule):
 class Scripted(Regression):
     """Logs ``score`` = ``scores[current_epoch]`` at validation: drives checkpoint/stop tests."""
 
-    def __init__(self, scores: list[float]) -> None:
-        super().__init__(dropout=0.0)
+    def __init__(self, scores: list[float], **kwargs) -> None:
+        super().__init__(dropout=0.0, **kwargs)
         self.scores = scores
 
     def on_validation_epoch_end(self) -> None:
