@@ -70,8 +70,8 @@ class DeepSpeedStrategy(Strategy):
         cfg.setdefault("train_micro_batch_size_per_gpu", micro)
         cfg.setdefault("gradient_accumulation_steps", self.accumulate)
         cfg.setdefault("zero_allow_untested_optimizer", True)  # plain torch optimizers
-        if clipping is not None:
-            cfg.setdefault("gradient_clipping", clipping)
+        # DeepSpeed clips to 1.0 unless told otherwise; the script's own clipping decides.
+        cfg.setdefault("gradient_clipping", 0.0 if clipping is None else clipping)
         name = self.precision.name
         if name == "16-mixed":
             if self.root_device.type == "cpu":
