@@ -90,7 +90,9 @@ class PlanContext:
         self.changes: list[Change] = []
         self.wrapper_args: dict[str, str] = {}
         existing = facts.wrapper
-        self.rt = existing.name if existing is not None else facts.free_name(vocab.wrapper_var)
+        # Reuse the file's wrapper only when it is this target's (incremental use).
+        reuse = existing is not None and existing.target == vocab.name
+        self.rt = existing.name if reuse else facts.free_name(vocab.wrapper_var)
 
     def finding(self, code: str, node: cst.CSTNode, message: str, fixed: bool = True) -> Change:
         change = Change(code=code, node=node, message=message, fixed=fixed, ctx=self)
@@ -117,7 +119,8 @@ def plan(facts: Facts, vocab: Vocabulary, options: Options, suppressed) -> tuple
             kept.append((change, True))
     if any(c.code.startswith("MIG9") for c, _ in kept):  # needs a human: no partial rewrite
         kept = [(c, s) for c, s in kept if c.code.startswith("MIG9")]
-    if facts.wrapper is None and any(c.uses_wrapper for c, _ in kept):
+    reuse = facts.wrapper is not None and facts.wrapper.target == vocab.name
+    if not reuse and any(c.uses_wrapper for c, _ in kept):
         from migrator.rules.wrapper_object import create_wrapper
 
         # Always applied when something needs it; only its finding obeys select/suppress.

@@ -91,6 +91,11 @@ class Index:
 
     def imported_qname(self, node: cst.CSTNode) -> str | None:
         """The qualified name of ``node`` when it comes from an import or a builtin."""
+        base = node
+        while isinstance(base, cst.Attribute):
+            base = base.value
+        if not isinstance(base, cst.Name):
+            return None  # libcst also names `nn.Linear(2, 2).to` "torch.nn.Linear.to"
         for q in self._qnames(node):
             if q.source is QualifiedNameSource.IMPORT:
                 return q.name

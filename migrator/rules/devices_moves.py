@@ -151,8 +151,8 @@ class HardCodedDeviceRule(Rule):
     def _literal_device(arg: cst.Arg, call: cst.Call, facts) -> bool:
         v = arg.value
         literal = isinstance(v, cst.SimpleString) or (isinstance(v, cst.Call) and facts.ix.call_qname(v) == N.DEVICE_CTOR)
-        if not literal or not facts.is_device_value(v) or not isinstance(v, (cst.SimpleString, cst.Call)):
-            return False
+        if not literal or not facts.is_device_value(v) or "cuda" not in facts.ix.code(v):
+            return False  # an explicit "cpu" is deliberate (CPU-side buffers, map_location)
         if arg.keyword is not None:
             return arg.keyword.value == "device" and facts.ix.call_qname(call) != N.DEVICE_CTOR
         f = call.func

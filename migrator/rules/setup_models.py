@@ -64,7 +64,8 @@ class SetupModelRule(Rule):
                     fixed=False,
                 )
                 continue
-            names = [model_text(ctx, m), *(ctx.ix.code(o.target) for o in m.optimizers)]
+            # one name per optimizer variable (built in both branches of an ``if`` = one)
+            names = list(dict.fromkeys([model_text(ctx, m), *(ctx.ix.code(o.target) for o in m.optimizers)]))
             change = ctx.finding(self.code, last.call, "")
             call = change.code_text(ctx.vocab.setup, args=", ".join(names))
             change.insert_after(anchor, cst.parse_statement(f"{', '.join(names)} = {call}\n"))
