@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -58,16 +58,20 @@ class Run:
             pytest.fail(f"{what} exited {self.proc.returncode}\n{describe(self.proc)}")
 
 
-def run_single(script: Path, args: tuple[str, ...], label: str, inputs: dict[str, Path] = {}) -> Run:
+def run_single(
+    script: Path, args: tuple[str, ...], label: str, inputs: dict[str, Path] | None = None
+) -> Run:
     """``python script args`` in a fresh working directory holding copies of ``inputs``."""
     cwd = fresh_dir(label)
-    for rel, src in inputs.items():
+    for rel, src in (inputs or {}).items():
         shutil.copy(src, cwd / rel)
-    proc = run_cmd([sys.executable, str(script), *args], timeout=SINGLE_TIMEOUT, cwd=cwd, env=child_env())
+    proc = run_cmd(
+        [sys.executable, str(script), *args], timeout=SINGLE_TIMEOUT, cwd=cwd, env=child_env()
+    )
     return Run(proc, cwd)
 
 
-@lru_cache(maxsize=None)
+@cache
 def original_train(name: str) -> Run:
     """The original script's training run (the reference for every comparison); cached per process."""
     spec = SPECS[name]
@@ -76,7 +80,7 @@ def original_train(name: str) -> Run:
     return run
 
 
-@lru_cache(maxsize=None)
+@cache
 def original_eval(name: str) -> Run:
     """The original script evaluating the checkpoint its own training run wrote."""
     spec = SPECS[name]
@@ -103,7 +107,7 @@ def _cli_available() -> bool:
     return (ROOT / "migrator" / "cli.py").exists() and (BIN / "migrate").exists()
 
 
-@lru_cache(maxsize=None)
+@cache
 def migrate(name: str, target: str) -> Migration:
     """Migrate ``fixtures/scripts/<name>.py`` to ``target`` via the CLI when it exists, else ``migrate_source``."""
     spec = SPECS[name]
@@ -112,7 +116,9 @@ def migrate(name: str, target: str) -> Migration:
         cmd = [str(BIN / "migrate"), str(spec.path), "-o", str(out), "--target", target]
         proc = run_cmd(cmd, timeout=SINGLE_TIMEOUT, env=child_env())
         if proc.returncode != 0 or not out.exists():
-            return Migration(None, f"`migrate -o` failed (no output or nonzero exit)\n{describe(proc)}", "cli")
+            return Migration(
+                None, f"`migrate -o` failed (no output or nonzero exit)\n{describe(proc)}", "cli"
+            )
         return Migration(out, how="cli")
     from migrator.engine import migrate_source
     from migrator.options import Options
@@ -120,7 +126,9 @@ def migrate(name: str, target: str) -> Migration:
 
     result = migrate_source(spec.path.read_text(), str(spec.path), Options(target=target))
     if result.status is Status.FAILED:
-        return Migration(None, f"migrate_source FAILED: {result.reason}\n{result.traceback or ''}", "api")
+        return Migration(
+            None, f"migrate_source FAILED: {result.reason}\n{result.traceback or ''}", "api"
+        )
     out.write_text(result.output)
     return Migration(out, how="migrate_source (no migrator/cli.py yet)")
 
@@ -145,35 +153,75 @@ def launch_cmd(launcher: str, script: Path, args: tuple[str, ...]) -> list[str]:
     """The 2-process command line for ``launcher`` (``runtime.launch`` / ``fabric``; torchrun has a helper)."""
     port = str(free_port())
     if launcher == "runtime.launch":
-        return [sys.executable, "-m", "runtime.launch", "--devices", "2", "--master-port", port,
-                str(script), "--", *args]
+        return [
+            sys.executable,
+            "-m",
+            "runtime.launch",
+            "--devices",
+            "2",
+            "--master-port",
+            port,
+            str(script),
+            "--",
+            *args,
+        ]
     if launcher == "fabric":
-        return [str(BIN / "fabric"), "run", "--accelerator", "cpu", "--strategy", "ddp", "--devices", "2",
-                "--main-port", port, str(script), *args]
+        return [
+            str(BIN / "fabric"),
+            "run",
+            "--accelerator",
+            "cpu",
+            "--strategy",
+            "ddp",
+            "--devices",
+            "2",
+            "--main-port",
+            port,
+            str(script),
+            *args,
+        ]
     raise ValueError(f"unknown launcher {launcher!r}")
 
 
-def run_distributed(launcher: str, script: Path, args: tuple[str, ...], label: str,
-                    inputs: dict[str, Path] = {}) -> Run:
+def run_distributed(
+    launcher: str,
+    script: Path,
+    args: tuple[str, ...],
+    label: str,
+    inputs: dict[str, Path] | None = None,
+) -> Run:
     """Run ``script`` on 2 CPU processes under ``launcher`` with the probe recording ranks' writes and stdout."""
     cwd, probe_dir = fresh_dir(label), fresh_dir(f"probe-{label}")
-    for rel, src in inputs.items():
+    for rel, src in (inputs or {}).items():
         shutil.copy(src, cwd / rel)
     env = probed_env(probe_dir)
     if launcher == "torchrun":
         proc = torchrun(script, *args, timeout=DIST_TIMEOUT, cwd=cwd, env=env)
     else:
         proc = run_cmd(launch_cmd(launcher, script, args), timeout=DIST_TIMEOUT, cwd=cwd, env=env)
-    records = [json.loads(line) for f in sorted(probe_dir.glob("*.jsonl")) for line in f.read_text().splitlines()]
-    return Run(proc, cwd, probe_dir, records)
+    return Run(proc, cwd, probe_dir, read_probe(probe_dir))
+
+
+def read_probe(probe_dir: Path) -> list[dict]:
+    """Every record the probe wrote in ``probe_dir`` (see probe/sitecustomize.py)."""
+    return [
+        json.loads(line)
+        for f in sorted(probe_dir.glob("*.jsonl"))
+        for line in f.read_text().splitlines()
+    ]
 
 
 def check_ranks_started(run: Run, script: Path) -> None:
     """Both rank 0 and rank 1 ran ``script`` (a launcher that silently ran one copy fails here)."""
-    ranks = {r["rank"] for r in run.records if r["kind"] == "start" and r["argv"] and
-             Path(r["argv"][0]).resolve() == script.resolve()}
+    ranks = {
+        r["rank"]
+        for r in run.records
+        if r["kind"] == "start" and r["argv"] and Path(r["argv"][0]).resolve() == script.resolve()
+    }
     if not {"0", "1"} <= ranks:
-        pytest.fail(f"expected ranks 0 and 1 to run {script.name}, saw ranks {sorted(ranks)}\n{describe(run.proc)}")
+        pytest.fail(
+            f"expected ranks 0 and 1 to run {script.name}, saw ranks {sorted(ranks)}\n{describe(run.proc)}"
+        )
 
 
 def rank_stdout(run: Run, rank: str) -> str:

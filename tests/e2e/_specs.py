@@ -8,7 +8,7 @@ import pickle
 import types
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from conftest import FIXTURES  # tests/conftest.py
@@ -17,7 +17,7 @@ SCRIPTS = FIXTURES / "scripts"
 TARGETS = ("runtime", "fabric")
 
 
-@lru_cache(maxsize=None)
+@cache
 def definitions(name: str) -> dict:
     """The original script's imports, classes, functions and UPPER_CASE constants, without running it.
 
@@ -39,7 +39,7 @@ def definitions(name: str) -> dict:
 
     tree.body = [node for node in tree.body if keep(node)]
     namespace: dict = {"__name__": f"e2e_original_{name}", "__file__": str(path)}
-    exec(compile(tree, str(path), "exec"), namespace)
+    exec(compile(tree, str(path), "exec"), namespace)  # noqa: S102 - our own fixture, definitions only
     return namespace
 
 
@@ -134,13 +134,29 @@ def _check_dataparallel(path: Path) -> None:
 def _check_lstm(path: Path) -> None:
     ns = definitions("lstm_lm")
     model = load_pickled_model(path, ns)
-    assert type(model) is ns["RNNModel"], f"pickled object is a {type(model).__qualname__}, not the RNNModel"
+    assert type(model) is ns["RNNModel"], (
+        f"pickled object is a {type(model).__qualname__}, not the RNNModel"
+    )
     fresh = ns["RNNModel"](50, 32, 64, 2, 0.2, False)
     fresh.load_state_dict(model.state_dict())  # strict: no wrapper prefixes, same shapes
 
 
 def _check_notebook(path: Path) -> None:
     _state_dict_into(lambda: definitions("notebook_style")["NeuralNetwork"]())(path)
+
+
+def _check_vae(path: Path) -> None:
+    _state_dict_into(lambda: definitions("vae")["VAE"]())(path)
+
+
+def _check_vae_images(path: Path) -> None:
+    images = load_state(path)
+    assert tuple(images.shape) == (16, 1, 8, 8), f"image tensor of shape {tuple(images.shape)}"
+    assert 0.0 <= images.min().item() and images.max().item() <= 1.0, "pixel values outside [0, 1]"
+
+
+def _check_reinforce(path: Path) -> None:
+    _state_dict_into(lambda: definitions("reinforce")["Policy"]())(path)
 
 
 @dataclass(frozen=True)
@@ -207,5 +223,18 @@ SPECS = {
         ),
         Spec("lstm_lm", ("--epochs", "2"), {"model.pt": _check_lstm}, ("--eval-only",), "model.pt"),
         Spec("notebook_style", ("--epochs", "2"), {"model.pth": _check_notebook}),
+        Spec(
+            "vae",
+            ("--epochs", "2"),
+            {
+                "vae.pt": _check_vae,
+                **{
+                    f"results/{kind}_{e}.pt": _check_vae_images
+                    for kind in ("sample", "reconstruction")
+                    for e in (1, 2)
+                },
+            },
+        ),
+        Spec("reinforce", ("--epochs", "300"), {"policy.pt": _check_reinforce}),
     ]
 }

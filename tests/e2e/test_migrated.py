@@ -73,8 +73,12 @@ def test_migrated_source_shape(name, target):
     assert text != original, f"migrating {name}.py to {target} changed nothing"
     tree = ast.parse(text)
     bare = bare_backward_calls(tree)
-    assert not bare, "bare .backward() calls remain (must go through the wrapper):\n" + "\n".join(bare)
-    assert TARGET_MODULE[target] in imported_roots(tree), f"the migrated script never imports {TARGET_MODULE[target]!r}"
+    assert not bare, "bare .backward() calls remain (must go through the wrapper):\n" + "\n".join(
+        bare
+    )
+    assert TARGET_MODULE[target] in imported_roots(tree), (
+        f"the migrated script never imports {TARGET_MODULE[target]!r}"
+    )
 
 
 @pytest.mark.parametrize(("name", "target"), CASES)
@@ -85,11 +89,21 @@ def test_single_process_prints_exactly_the_original(name, target):
     run = run_single(out, spec.train_args, f"one-{name}-{target}")
     run.check_ok(f"migrated {name}.py ({target}) on 1 process")
     if run.proc.stdout != expected.proc.stdout:
-        diff = "".join(difflib.unified_diff(
-            expected.proc.stdout.splitlines(True), run.proc.stdout.splitlines(True), "original", "migrated", n=1
-        ))
-        pytest.fail(f"1-process stdout differs from the original:\n{diff[:4000]}\n--- stderr ---\n{run.proc.stderr[-2000:]}")
-    assert files_in(run.cwd) == files_in(expected.cwd), "the migrated script wrote other files than the original"
+        diff = "".join(
+            difflib.unified_diff(
+                expected.proc.stdout.splitlines(True),
+                run.proc.stdout.splitlines(True),
+                "original",
+                "migrated",
+                n=1,
+            )
+        )
+        pytest.fail(
+            f"1-process stdout differs from the original:\n{diff[:4000]}\n--- stderr ---\n{run.proc.stderr[-2000:]}"
+        )
+    assert files_in(run.cwd) == files_in(expected.cwd), (
+        "the migrated script wrote other files than the original"
+    )
     for rel, check in spec.files.items():
         check(run.cwd / rel)
 
@@ -109,7 +123,9 @@ def check_distributed_side_effects(run, out, expected_files: set[str], inputs=()
         f"missing {sorted(expected_files - found)}, extra {sorted(found - expected_files)}"
     )
     unseen = sorted(f for f in expected_files if f not in written)
-    assert not unseen, f"the probe saw no write of {unseen}: written some way the test cannot attribute to a rank"
+    assert not unseen, (
+        f"the probe saw no write of {unseen}: written some way the test cannot attribute to a rank"
+    )
 
 
 @pytest.mark.parametrize(("name", "target", "launcher"), TRAIN_RUNS)
@@ -133,4 +149,6 @@ def test_two_processes_evaluate_fixed_model_like_one(name, target, launcher):
     run.check_ok(f"migrated {name}.py ({target}) evaluating on 2 processes under {launcher}")
     check_distributed_side_effects(run, out, set(), inputs)
     mismatch = reports_match(expected, run.proc.stdout)
-    assert mismatch is None, f"2-process evaluation of the same checkpoint reports other numbers than 1 process: {mismatch}"
+    assert mismatch is None, (
+        f"2-process evaluation of the same checkpoint reports other numbers than 1 process: {mismatch}"
+    )

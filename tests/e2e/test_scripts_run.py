@@ -12,7 +12,9 @@ NAMES = sorted(SPECS)
 
 def test_every_script_has_a_spec():
     on_disk = {p.stem for p in SCRIPTS.glob("*.py")}
-    assert on_disk == set(SPECS), f"scripts without a spec: {on_disk - set(SPECS)}; specs without a script: {set(SPECS) - on_disk}"
+    assert on_disk == set(SPECS), (
+        f"scripts without a spec: {on_disk - set(SPECS)}; specs without a script: {set(SPECS) - on_disk}"
+    )
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -22,8 +24,12 @@ def test_original_runs_deterministically(name):
     second = run_single(spec.path, spec.train_args, f"orig2-{name}")
     second.check_ok(f"second run of {name}.py")
     assert first.proc.stdout.strip(), f"{name}.py printed nothing"
-    assert second.proc.stdout == first.proc.stdout, "two runs with the same arguments printed different output"
-    assert files_in(first.cwd) == set(spec.files), "the files the training run writes differ from the spec"
+    assert second.proc.stdout == first.proc.stdout, (
+        "two runs with the same arguments printed different output"
+    )
+    assert files_in(first.cwd) == set(spec.files), (
+        "the files the training run writes differ from the spec"
+    )
     assert files_in(second.cwd) == files_in(first.cwd)
 
 

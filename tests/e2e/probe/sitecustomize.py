@@ -19,7 +19,7 @@ _DIR = os.environ.get("E2E_PROBE_DIR")
 def _install(probe_dir):
     rank = os.environ.get("RANK", "-")
     pid = os.getpid()
-    log = open(os.path.join(probe_dir, "%d.jsonl" % pid), "a", buffering=1)
+    log = open(os.path.join(probe_dir, f"{pid}.jsonl"), "a", buffering=1)  # noqa: SIM115 - open for the whole process
     write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
     busy = []
 
@@ -47,7 +47,7 @@ def _install(probe_dir):
     sys.meta_path.insert(0, _PatchTorchSave(record))
     record("start", argv=list(getattr(sys, "argv", [])), cwd=os.getcwd())
     if rank not in ("-", "0"):
-        sys.stdout = open(os.path.join(probe_dir, "stdout-rank%s-%d.txt" % (rank, pid)), "w", buffering=1)
+        sys.stdout = open(os.path.join(probe_dir, f"stdout-rank{rank}-{pid}.txt"), "w", buffering=1)  # noqa: SIM115
     atexit.register(lambda: record("exit", argv=list(sys.argv)))
     sys.addaudithook(hook)
 
