@@ -10,7 +10,7 @@ import libcst as cst
 from migrator.analysis import names as N
 from migrator.analysis.flow import Binding, Functions, binding_of, flow_refs
 from migrator.analysis.index import Index
-from migrator.targets import WRAPPER_QNAMES
+from migrator.targets import WRAPPER_QNAMES, generic_method
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ class CoreFacts:
         if isinstance(recv, cst.Attribute) and recv.attr.value == "strategy":
             recv = recv.value  # fabric.strategy.reduce_boolean_decision
         if isinstance(recv, cst.Name) and recv.value == w.name:
-            return f.attr.value
+            return generic_method(w.target, f.attr.value)
         return None
 
     @cached_property

@@ -21,13 +21,18 @@ def _root(expr: cst.BaseExpression) -> cst.BaseExpression:
     return expr
 
 
+def will_set_up(ctx, loader) -> bool:
+    """The loader goes through the wrapper for this target (some keep evaluation loaders as written)."""
+    return not loader.evaluation or ctx.vocab.setup_eval_dataloaders is not None
+
+
 def batch_moves(ctx) -> dict[cst.CSTNode, cst.CSTNode]:
     """Moves of batches from loaders that go through setup (which moves them): call -> loop.
     A ``{k: v.to(device) for k, v in batch.items()}`` comprehension maps to itself."""
     out: dict[cst.CSTNode, cst.CSTNode] = {}
     ix = ctx.ix
     for loader in ctx.facts.loaders:
-        if loader.target is None and not loader.set_up:
+        if not loader.set_up and (loader.target is None or not will_set_up(ctx, loader)):
             continue
         for loop in loader.loops:
             names = batch_names(ctx, loop)

@@ -170,16 +170,25 @@ class ClippingRule(Rule):
             if opt is None:
                 continue
             value = find_arg(call, 1, "max_norm" if kind == "max_norm" else "clip_value")
-            args = [f"{kind}={ix.code(value.value)}"] if value is not None else []
+            if value is None:
+                continue
+            model, change = ix.code(f.value), None
+            if kind == "clip_val":
+                change = ctx.finding(self.code, call, "")
+                new = change.expr(ctx.vocab.clip_value_gradients, model=model, optimizer=opt, value=value.value)
+                change.replace(call, new)
+                change.message = f"clip through the wrapper: {ix.code(new)}"
+                continue
+            args = [f"{kind}={ix.code(value.value)}"]
             rest = [a for a in call.args if a.keyword is not None and a.keyword.value in ("norm_type", "error_if_nonfinite")]
             norm = find_arg(call, 2, "norm_type")
             if norm is not None and norm.keyword is None:
                 args.append(f"norm_type={ix.code(norm.value)}")
             args += [arg_text(ix, a) for a in rest]
             given = {a.split("=")[0] for a in args}
-            args += [f"{k}={v}" for k, v in ctx.vocab.clip_defaults if k not in given and kind == "max_norm"]
+            args += [f"{k}={v}" for k, v in ctx.vocab.clip_defaults if k not in given]
             change = ctx.finding(self.code, call, "")
-            new = change.expr(ctx.vocab.clip_gradients, model=ix.code(f.value), optimizer=opt, args=", ".join(args))
+            new = change.expr(ctx.vocab.clip_gradients, model=model, optimizer=opt, args=", ".join(args))
             change.replace(call, new)
             change.message = f"clip through the wrapper: {ix.code(new)}"
 
@@ -229,6 +238,24 @@ class DataParallelRule(Rule):
                 change.remove(assign)
             else:
                 change.replace(call, lambda u: u.args[0].value)
+            self._strip_module_before_setup(ctx, change, ctx.facts.model_of(target), call)
+
+    @staticmethod
+    def _strip_module_before_setup(ctx, change, m, call) -> None:
+        """``model.module.fc`` before setup (optimizer param groups) -> ``model.fc``: only the
+        set-up model has ``.module``."""
+        from migrator.rules._setup import setup_anchor
+
+        ix = ctx.ix
+        anchor = setup_anchor(ctx, m)
+        if anchor is None:
+            return
+        for ref in m.refs:
+            attr = ix.parent.get(ref)
+            if not (isinstance(attr, cst.Attribute) and attr.value is ref and attr.attr.value == "module"):
+                continue
+            if ix.order(ref) > ix.order(call) and (ix.order(ref) < ix.order(anchor) or ix.inside(ref, anchor)):
+                change.replace(attr, lambda u: u.value)
 
 
 class ForwardMethodRule(Rule):
