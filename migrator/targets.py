@@ -11,6 +11,8 @@ WRAPPER_QNAMES = {
     "lightning.Fabric": "fabric",
     "lightning_fabric.Fabric": "fabric",
     "lightning.fabric.fabric.Fabric": "fabric",
+    "accelerate.Accelerator": "accelerate",
+    "accelerate.accelerator.Accelerator": "accelerate",
 }
 
 
@@ -32,10 +34,13 @@ class Vocabulary:
     setup: str = "{rt}.setup({args})"
     setup_dataloaders: str = "{rt}.setup_dataloaders({loader})"
     # An evaluation loader: every sample seen exactly once in total (see eval_data_sharded).
-    setup_eval_dataloaders: str = "{rt}.setup_dataloaders({loader}, evaluation=True)"
+    # None: the target keeps evaluation loaders as written (no sharding, batches keep their moves).
+    setup_eval_dataloaders: str | None = "{rt}.setup_dataloaders({loader}, evaluation=True)"
     backward: str = "{rt}.backward({args})"
     no_backward_sync: str = "{rt}.no_backward_sync({model}, enabled={enabled})"
     clip_gradients: str = "{rt}.clip_gradients({model}, {optimizer}, {args})"
+    # clip_grad_value_: ``{value}`` is the clip value's source text.
+    clip_value_gradients: str = "{rt}.clip_gradients({model}, {optimizer}, clip_val={value})"
     # Keyword arguments added to clip_gradients so it matches torch's clip_grad_norm_ defaults.
     clip_defaults: tuple[tuple[str, str], ...] = ()
     mark_forward_method: str = '{model}.mark_forward_method("{method}")'
@@ -58,6 +63,9 @@ class Vocabulary:
     # True: methods other than forward that run submodules must be registered after setup.
     needs_mark_forward_method: bool = False
     launch_hint: str = "migrate run --devices N script.py"
+    # The target's own method names -> the generic names the analysis uses (``prepare`` ->
+    # ``setup``), so a migrated file is recognised as migrated (fixed point).
+    method_names: tuple[tuple[str, str], ...] = ()
     extra: dict = field(default_factory=dict, compare=False)
 
 
@@ -81,7 +89,56 @@ FABRIC = Vocabulary(
     launch_hint="fabric run --accelerator cpu --devices N script.py (do not call fabric.launch())",
 )
 
-VOCABULARIES: dict[str, Vocabulary] = {v.name: v for v in (RUNTIME, FABRIC)}
+ACCELERATE = Vocabulary(
+    name="accelerate",
+    wrapper_module="accelerate",
+    wrapper_class="Accelerator",
+    wrapper_var="accelerator",
+    # One `prepare` for models, optimizers and loaders. Schedulers are never prepared: a
+    # prepared per-epoch scheduler steps once per process (the LR decays N times too fast).
+    setup="{rt}.prepare({args})",
+    setup_dataloaders="{rt}.prepare({loader})",
+    # A prepared evaluation loader pads the last batches with duplicates, which sums over the
+    # data set cannot drop: evaluation loaders stay as written (their batches keep their moves
+    # to `device`, the accelerator's device), every rank evaluates the whole set, and
+    # accumulators are exact without any reduction (as for fabric).
+    setup_eval_dataloaders=None,
+    # No `enabled=` switch: sync is skipped with `no_sync` and kept with `accumulate`, which
+    # syncs on every step at the default gradient_accumulation_steps=1.
+    no_backward_sync="{rt}.no_sync({model}) if {enabled} else {rt}.accumulate({model})",
+    clip_gradients="{rt}.clip_grad_norm_({model}.parameters(), {args})",
+    clip_value_gradients="{rt}.clip_grad_value_({model}.parameters(), {value})",
+    save="{rt}.save({obj}, {path})",
+    load="torch.load({path})",
+    load_into="{rt}.unwrap_model({model}).load_state_dict(torch.load({path}))",
+    unwrap="{rt}.unwrap_model({model})",
+    all_reduce_sum='{rt}.reduce({value}, reduction="sum")',
+    reduce_boolean_decision="{rt}.reduce_boolean_decision({flag}, all={all})",
+    rank_zero_first="{rt}.main_process_first()",
+    is_global_zero="{rt}.is_main_process",
+    barrier="{rt}.wait_for_everyone()",
+    seed_everything="set_seed({seed})",
+    eval_data_sharded=False,
+    launch_hint="accelerate launch --cpu --num_processes N script.py",
+    method_names=(
+        ("prepare", "setup"),
+        ("no_sync", "no_backward_sync"),
+        ("accumulate", "no_backward_sync"),
+        ("clip_grad_norm_", "clip_gradients"),
+        ("clip_grad_value_", "clip_gradients"),
+        ("unwrap_model", "unwrap"),
+        ("main_process_first", "rank_zero_first"),
+        ("wait_for_everyone", "barrier"),
+    ),
+)
+
+VOCABULARIES: dict[str, Vocabulary] = {v.name: v for v in (RUNTIME, FABRIC, ACCELERATE)}
+
+
+def generic_method(target: str, method: str) -> str:
+    """``prepare`` on an Accelerator -> ``setup``: the analysis speaks one set of method names."""
+    vocab = VOCABULARIES.get(target)
+    return dict(vocab.method_names).get(method, method) if vocab is not None else method
 
 
 def vocabulary(target: str) -> Vocabulary:
