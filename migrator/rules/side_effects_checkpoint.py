@@ -54,19 +54,19 @@ def _model(ctx, expr: cst.BaseExpression):
     return False, None
 
 
-def saves(ctx):
-    """(call, statement) for each ``torch.save(obj, path)`` to a path, outside rank-0 guards."""
+def saves(ctx, handles: bool = False):
+    """(call, obj, path) for each ``torch.save(obj, path)`` outside rank-0 guards.
+
+    Saves into a file object (``io.BytesIO``, an open handle) come only with ``handles``.
+    """
     for call in ctx.ix.calls:
-        if (
-            ctx.ix.call_qname(call) not in SAVE
-            or len(call.args) != 2
-            or in_rank_zero_guard(ctx, call)
-        ):
+        if ctx.ix.call_qname(call) not in SAVE or len(call.args) != 2:
             continue
         obj, path = arg(call, 0, "obj"), arg(call, 1, "f")
-        if obj is None or path is None or _is_file_object(ctx, path.value):
+        if obj is None or path is None or in_rank_zero_guard(ctx, call):
             continue
-        yield call, obj, path
+        if handles or not _is_file_object(ctx, path.value):
+            yield call, obj, path
 
 
 class SaveThroughWrapper(Rule):
@@ -154,15 +154,19 @@ class WholeModelPickle(Rule):
     summary = "pickle the unwrapped module on rank 0"
 
     def plan(self, ctx) -> None:
-        for call, obj, _path in saves(ctx):
+        for call, obj, path in saves(ctx, handles=True):
             is_module, fact = _model(ctx, obj.value)
             stmt = expression_statement(ctx, call)
             if not is_module or stmt is None:
                 continue
+            to_file = not _is_file_object(ctx, path.value)
+            if not to_file and fact is None:
+                continue  # an unwrapped module into a buffer / handle: nothing to do
             change = ctx.finding(self.code, call, "pickle the unwrapped module, on rank 0 only")
             if fact is not None:
                 change.replace(obj.value, change.expr(ctx.vocab.unwrap, model=obj.value))
-            guard_run(change, stmt, stmt)
+            if to_file:  # a handle comes from `with open(...)`, guarded as a whole by MIG406
+                guard_run(change, stmt, stmt)
 
 
 _CPU = {
@@ -202,29 +206,61 @@ class LoadThroughWrapper(Rule):
 
     def plan(self, ctx) -> None:
         ix = ctx.ix
+        writes = any(ix.call_qname(c) in SAVE for c in ix.calls)
         for call in ix.calls:
             if ix.call_qname(call) not in LOAD or not call.args or call.args[0].keyword is not None:
                 continue
-            if _is_file_object(ctx, call.args[0].value):
+            if in_rank_zero_guard(ctx, call):
                 continue
-            kw = {a.keyword.value: i for i, a in enumerate(call.args) if a.keyword is not None}
-            if set(kw) - {"map_location", "weights_only"} or len(call.args) - len(kw) != 1:
-                continue
-            if (
-                "map_location" in kw
-                and ix.code(call.args[kw["map_location"]].value).strip() not in _CPU
-            ):
-                continue  # loaded onto a device: MIG1xx points it at the wrapper's device
-            message = "load through the wrapper"
-            weights = call.args[kw["weights_only"]] if "weights_only" in kw else None
-            if weights is not None and ix.code(weights.value).strip() == "False":
-                message += (
-                    "; weights_only=False unpickles arbitrary code: load only files you trust"
-                )
-            change = ctx.finding(self.code, call, message)
-            change.uses_wrapper = True  # the template is rendered later, inside the replacement
-            extra = (kw["weights_only"],) if weights is not None else ()
-            change.replace(
-                call,
-                lambda up, c=change, e=extra: fill_call(c, c.ctx.vocab.load, up, {"path": 0}, e),
-            )
+            change = self._rewrite(ctx, call)
+            anchor = _read_anchor(ctx, call)
+            if writes and not _after_barrier(ctx, anchor):
+                # the script writes checkpoints: rank 0 may still be writing this very file
+                if change is None:
+                    change = ctx.finding(self.code, call, "wait for rank 0's write before reading")
+                change.insert_before(anchor, change.stmt(ctx.vocab.barrier))
+
+    def _rewrite(self, ctx, call: cst.Call):
+        ix = ctx.ix
+        if _is_file_object(ctx, call.args[0].value):
+            return None
+        kw = {a.keyword.value: i for i, a in enumerate(call.args) if a.keyword is not None}
+        if set(kw) - {"map_location", "weights_only"} or len(call.args) - len(kw) != 1:
+            return None
+        if (
+            "map_location" in kw
+            and ix.code(call.args[kw["map_location"]].value).strip() not in _CPU
+        ):
+            return None  # loaded onto a device: MIG1xx points it at the wrapper's device
+        message = "load through the wrapper"
+        weights = call.args[kw["weights_only"]] if "weights_only" in kw else None
+        if weights is not None and ix.code(weights.value).strip() == "False":
+            message += "; weights_only=False unpickles arbitrary code: load only files you trust"
+        change = ctx.finding(self.code, call, message)
+        change.uses_wrapper = True  # the template is rendered later, inside the replacement
+        extra = (kw["weights_only"],) if weights is not None else ()
+        change.replace(
+            call, lambda up, c=change, e=extra: fill_call(c, c.ctx.vocab.load, up, {"path": 0}, e)
+        )
+        return change
+
+
+def _read_anchor(ctx, call: cst.Call) -> cst.CSTNode:
+    """The statement to put a barrier before: the load's, or the ``with open(...)`` around it."""
+    ix = ctx.ix
+    for a in ix.ancestors(call):
+        if isinstance(a, (cst.FunctionDef, cst.ClassDef)):
+            break
+        if isinstance(a, cst.With) and any(
+            isinstance(i.item, cst.Call) and ix.call_qname(i.item) == "builtins.open"
+            for i in a.items
+        ):
+            return a
+    return ix.statement(call)
+
+
+def _after_barrier(ctx, stmt: cst.CSTNode) -> bool:
+    body = list(ctx.ix.block_of(stmt).body)
+    i = body.index(stmt)
+    barrier = ctx.vocab.barrier.format(rt=ctx.rt)
+    return i > 0 and ctx.ix.code(body[i - 1]).strip() == barrier

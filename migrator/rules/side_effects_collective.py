@@ -5,7 +5,7 @@ from __future__ import annotations
 import libcst as cst
 
 from migrator.rules.base import Rule
-from migrator.rules.side_effects_common import is_wrapper_call
+from migrator.rules.side_effects_common import is_wrapper_call, trains
 
 
 def _zero(node: cst.CSTNode) -> bool:
@@ -64,6 +64,8 @@ class ReduceEvalAccumulators(Rule):
             if not lf.evaluation:
                 continue
             for loop in lf.loops:
+                if trains(ctx, loop):
+                    continue  # a training loop over this loader (a migrated file's rt.backward)
                 for init, after in self._accumulators(ctx, loop):
                     if init in done:
                         continue

@@ -221,3 +221,19 @@ def bound_values(ctx, name: cst.Name) -> list[cst.CSTNode]:
             ):
                 out.append(item.item)
     return out
+
+
+def trains(ctx, node: cst.CSTNode, depth: int = 2) -> bool:
+    """``node`` runs a backward: bare, or already through the wrapper (a migrated file), directly
+    or through in-file functions it calls."""
+    facts, ix = ctx.facts, ctx.ix
+    if facts.has_backward(node):
+        return True
+    if any(m == "backward" and ix.inside(c, node) for m, c in facts.wrapper_calls):
+        return True
+    if depth:
+        for call in ix.subtree(node, cst.Call):
+            found = facts.funcs.callee(call)
+            if found is not None and found[0] is not node and trains(ctx, found[0], depth - 1):
+                return True
+    return False

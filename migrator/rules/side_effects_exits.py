@@ -5,7 +5,7 @@ from __future__ import annotations
 import libcst as cst
 
 from migrator.rules.base import Rule
-from migrator.rules.side_effects_common import in_rank_zero_guard, is_wrapper_call
+from migrator.rules.side_effects_common import in_rank_zero_guard, is_wrapper_call, trains
 
 _CLOCKS = {"time.time", "time.perf_counter", "time.monotonic", "time.process_time"}
 
@@ -54,7 +54,7 @@ class CollectiveLoopExit(Rule):
     def plan(self, ctx) -> None:
         ix = ctx.ix
         for loop in ix.loops:
-            if not self._trains(ctx, loop):
+            if not trains(ctx, loop):
                 continue
             varying = self._per_rank_names(ctx, loop)
             tests = [(loop.test, "False")] if isinstance(loop, cst.While) else []
@@ -75,13 +75,6 @@ class CollectiveLoopExit(Rule):
                         c.ctx.vocab.reduce_boolean_decision, flag=up, all=a
                     ),
                 )
-
-    @staticmethod
-    def _trains(ctx, loop: cst.CSTNode) -> bool:
-        facts = ctx.facts
-        if facts.has_backward(loop):
-            return True
-        return any(m == "backward" and ctx.ix.inside(c, loop) for m, c in facts.wrapper_calls)
 
     @staticmethod
     def _per_rank_names(ctx, loop: cst.CSTNode) -> set[str]:
