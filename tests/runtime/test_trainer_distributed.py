@@ -71,15 +71,23 @@ def test_early_stopping_stops_every_rank_together(tmp_path):
     assert _done(out)["epoch"] == 5
 
 
+ACCUMULATE_CLIP = ["fit", "--epochs", "2", "--accumulate", "2", "--clip", "1.0"]
+
+
+@pytest.fixture(scope="module")
+def ddp_accumulate_clip(tmp_path_factory) -> dict[str, float]:
+    """The ddp run the sharded strategies are compared with (run once)."""
+    return _done(_run(*ACCUMULATE_CLIP, "--root", str(tmp_path_factory.mktemp("ddp"))))
+
+
 @pytest.mark.parametrize("strategy", ["fsdp", "deepspeed"])
-def test_sharded_strategies_train_like_ddp(tmp_path, strategy):
+def test_sharded_strategies_train_like_ddp(tmp_path, strategy, ddp_accumulate_clip):
     if strategy == "deepspeed":
         pytest.importorskip("deepspeed", reason="deepspeed is an optional dependency")
-    args = ["fit", "--epochs", "2", "--accumulate", "2", "--clip", "1.0"]
-    ddp = _done(_run(*args, "--root", str(tmp_path / "ddp")))
-    out = _run(*args, "--strategy", strategy, "--root", str(tmp_path / strategy), timeout=500)
+    ddp = ddp_accumulate_clip
+    out = _run(*ACCUMULATE_CLIP, "--strategy", strategy, "--root", str(tmp_path), timeout=500)
     sharded = _done(out)
     assert sharded["step"] == ddp["step"] == 6  # 12 batches per rank / accumulate 2
     # same data, accumulation and clipping: the same model up to float reduction order
     assert sharded["val_loss"] == pytest.approx(ddp["val_loss"], rel=1e-4)
-    assert Path(tmp_path / strategy / "checkpoints" / "last.ckpt").exists()
+    assert Path(tmp_path / "checkpoints" / "last.ckpt").exists()
