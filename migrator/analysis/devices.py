@@ -61,7 +61,11 @@ class DeviceFacts(TrainingFacts):
             if not isinstance(target, (cst.Name, cst.Attribute)):
                 continue
             v = node.value
-            if self.is_device_value(v) or (isinstance(v, cst.Integer) and self._used_as_device(target)):
+            parts = (v.body, v.orelse) if isinstance(v, cst.IfExp) else (v,)
+            chooses = self.is_device_value(v) and any(isinstance(p, cst.Call) for p in parts)
+            literal = isinstance(v, cst.Integer) or (self.is_device_value(v) and not chooses)
+            # a bare "cuda" / 0 is a device only where the value is used as one
+            if chooses or (literal and self._used_as_device(target)):
                 out.append(DeviceFact(self.ix.statement(node), node, target))
         for call in self.ix.calls:
             arg = self.ix.parent.get(call)
@@ -109,7 +113,7 @@ class DeviceFacts(TrainingFacts):
         call = self.ix.parent.get(arg)
         if not isinstance(call, cst.Call):
             return False
-        if self.ix.call_qname(call) in N.SET_DEVICE:
+        if self.ix.call_qname(call) in N.SET_DEVICE or self.ix.call_qname(call) == N.DEVICE_CTOR:
             return True
         return isinstance(call.func, cst.Attribute) and call.func.attr.value in ("to", "cuda")
 
