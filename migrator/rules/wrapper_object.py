@@ -50,7 +50,7 @@ def create_wrapper(ctx: PlanContext) -> Change:
         message=f"create the {v.wrapper_class} object once after the imports "
         f"({ctx.rt} = {v.wrapper_class}()); launch with: {v.launch_hint}",
     )
-    args = ", ".join(f"{k}={val}" for k, val in sorted(ctx.wrapper_args.items()))
+    args = ", ".join(f"{_spelled(v, k)}={_spelled(v, val)}" for k, val in sorted(ctx.wrapper_args.items()))
     new = [
         cst.parse_statement(f"from {v.wrapper_module} import {v.wrapper_class}\n"),
         cst.parse_statement(f"{ctx.rt} = {v.wrapper_class}({args})\n").with_changes(
@@ -64,6 +64,15 @@ def create_wrapper(ctx: PlanContext) -> Change:
     else:
         change.insert_before(body[0], *new, *_blank())
     return change
+
+
+def _spelled(v, code: str) -> str:
+    """Generic constructor names (``precision``, ``"16-mixed"``) in the target's spelling."""
+    if code == "precision":
+        return v.precision_arg
+    for generic, own in v.precision_names:
+        code = code.replace(f'"{generic}"', f'"{own}"')
+    return code
 
 
 def _blank() -> list:
