@@ -178,7 +178,7 @@ class SchedulerConfig:
         return isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
 
 
-def _as_scheduler_config(item: Any) -> SchedulerConfig:
+def _as_scheduler_config(item: Any, monitor: str | None = None) -> SchedulerConfig:
     if isinstance(item, dict):
         unknown = set(item) - {"scheduler", "interval", "frequency", "monitor", "strict", "name"}
         if unknown or "scheduler" not in item:
@@ -189,6 +189,8 @@ def _as_scheduler_config(item: Any) -> SchedulerConfig:
         cfg = SchedulerConfig(**item)
     else:
         cfg = SchedulerConfig(scheduler=item)
+    if cfg.monitor is None:
+        cfg.monitor = monitor  # Lightning also takes it from the optimizer dict
     if cfg.interval not in ("epoch", "step"):
         raise ValueError(f"lr_scheduler interval {cfg.interval!r}: use 'epoch' or 'step'")
     if cfg.frequency < 1:
@@ -224,11 +226,7 @@ def parse_optimizers(config: Any) -> tuple[list[Any], list[SchedulerConfig]]:
                 raise ValueError(f"configure_optimizers dict {sorted(item)} has no 'optimizer'")
             optimizers.append(item["optimizer"])
             if item.get("lr_scheduler") is not None:
-                sched = item["lr_scheduler"]
-                cfg = _as_scheduler_config(sched)
-                if cfg.monitor is None and item.get("monitor") is not None:
-                    cfg.monitor = item["monitor"]
-                schedulers.append(cfg)
+                schedulers.append(_as_scheduler_config(item["lr_scheduler"], item.get("monitor")))
         elif isinstance(item, torch.optim.Optimizer):
             optimizers.append(item)
         else:
