@@ -97,8 +97,11 @@ class TrainingFacts(CoreFacts):
             it = loop.iter if isinstance(loop, cst.For) else None
             if not (isinstance(it, cst.Call) and isinstance(it.func, cst.Attribute)):
                 continue
-            if it.func.attr.value not in N.PARAM_METHODS or ".grad" not in self.ix.code(loop.body):
+            body = self.ix.code(loop.body)
+            if it.func.attr.value not in N.PARAM_METHODS or ".grad" not in body:
                 continue
+            if not any(w in body for w in (".data", "add_(", "sub_(", "copy_(")):
+                continue  # reads or resets gradients, does not update the parameters
             obj = root_object(it.func.value)
             for ctor_b in self.constructions:
                 # the loop may read the model through a parameter or a global: follow the flow
@@ -182,7 +185,7 @@ class TrainingFacts(CoreFacts):
                 if isinstance(loop, cst.For) and any(self.ix.inside(r, loop.iter) for r in refs)
             )
             set_up = any(
-                m == "setup_dataloaders" and (self.ix.inside(call, c) or any(self.ix.inside(r, c) for r in refs))
+                m in ("setup_dataloaders", "setup") and (self.ix.inside(call, c) or any(self.ix.inside(r, c) for r in refs))
                 for m, c in self.wrapper_calls
             )
             out.append(
