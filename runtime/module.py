@@ -141,8 +141,10 @@ class TrainModule(nn.Module):
 
     def manual_backward(self, loss: torch.Tensor) -> None:
         """Backward through the runtime (precision scaling, strategy hooks); use instead of
-        ``loss.backward()`` under manual optimization."""
-        self.trainer.runtime.backward(loss)
+        ``loss.backward()`` under manual optimization. Several calls per step work under
+        DDP when the trainer has ``find_unused_parameters=True`` (GANs)."""
+        # model=: under DDP each manual backward starts its own gradient reduction
+        self.trainer.runtime.backward(loss, model=self.trainer._model)
 
     def clip_gradients(
         self, optimizer: Any, gradient_clip_val: float, gradient_clip_algorithm: str = "norm"

@@ -31,6 +31,19 @@ class DDPStrategy(Strategy):
         device_ids = [self.root_device.index] if self.root_device.type == "cuda" else None
         return DistributedDataParallel(module, device_ids=device_ids, **self.ddp_kwargs)
 
+    def backward(self, tensor: torch.Tensor, module: torch.nn.Module | None, *args,
+                 **kwargs) -> None:
+        """With ``rt.backward(loss, model=model)``: one of several backward passes after one
+        forward (manual optimization, GANs); start a fresh gradient reduction for this pass,
+        as DDP's forward does for the first. Needs ``find_unused_parameters=True`` when a
+        pass reaches only some parameters."""
+        ddp = getattr(module, "_forward_module", module)
+        if (isinstance(ddp, DistributedDataParallel) and ddp.require_backward_grad_sync
+                and torch.is_grad_enabled()):
+            ddp.reducer._rebuild_buckets()
+            ddp.reducer.prepare_for_backward([tensor] if ddp.find_unused_parameters else [])
+        super().backward(tensor, module, *args, **kwargs)
+
     def set_gradient_sync(self, module: torch.nn.Module, enabled: bool) -> None:
         # What DDP.no_sync() toggles; DDP reads it in forward, so set it before the forward.
         module.require_backward_grad_sync = enabled

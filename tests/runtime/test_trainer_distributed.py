@@ -71,6 +71,11 @@ def test_early_stopping_stops_every_rank_together(tmp_path):
     assert _done(out)["epoch"] == 5
 
 
+def test_manual_optimization_gan_keeps_ranks_in_sync(tmp_path):
+    out = _run("gan", "--root", str(tmp_path), "--epochs", "2")
+    assert re.findall(r"^GAN .*$", out, re.MULTILINE) == ["GAN step=8 same_on_ranks=True"]
+
+
 ACCUMULATE_CLIP = ["fit", "--epochs", "2", "--accumulate", "2", "--clip", "1.0"]
 
 

@@ -11,14 +11,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from models import Regression, Scripted, loaders
+from models import Regression, Scripted, TinyGAN, loaders, make_data
 
 from runtime import EarlyStopping, ModelCheckpoint, Trainer
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["fit", "validate", "early"])
+    p.add_argument("mode", choices=["fit", "validate", "early", "gan"])
     p.add_argument("--root", required=True)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--strategy", default="auto")
@@ -30,6 +30,9 @@ def main() -> None:
 
     torch.manual_seed(0)  # identical initial weights on every rank
     rank = int(os.environ.get("RANK", "0"))
+    if args.mode == "gan":
+        gan(args)
+        return
     if args.mode == "early":
         module = Scripted([5.0, 4.0, 4.5, 4.2, 4.1, 3.0, 2.0, 1.0])
         callbacks = [EarlyStopping("score", patience=3), ModelCheckpoint(monitor="score")]
@@ -52,6 +55,17 @@ def main() -> None:
         state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
         torch.save({"params": state, "step": trainer.global_step,
                     "best": trainer.checkpoint_callback.best_model_path}, args.out)
+
+
+def gan(args: argparse.Namespace) -> None:
+    """Manual optimization, three backward passes per batch; ranks must stay identical."""
+    module = TinyGAN()
+    trainer = Trainer(max_epochs=args.epochs, default_root_dir=args.root,
+                      enable_progress_bar=False, find_unused_parameters=True)
+    trainer.fit(module, torch.utils.data.DataLoader(make_data(32, 3), batch_size=4))
+    flat = torch.cat([p.detach().flatten() for p in module.parameters()])
+    same = bool(torch.equal(*trainer.runtime.all_gather(flat)))
+    trainer.runtime.print(f"GAN step={trainer.global_step} same_on_ranks={same}")
 
 
 if __name__ == "__main__":
