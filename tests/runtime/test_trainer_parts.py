@@ -192,3 +192,17 @@ def test_import_runtime_stays_cheap():
         import runtime
 
         runtime.Trainerr  # noqa: B018
+
+
+def test_learning_rate_monitor_logs_each_step(tmp_path):
+    from runtime import LearningRateMonitor
+
+    train, _ = loaders()
+    trainer = Trainer(max_epochs=1, default_root_dir=tmp_path, enable_checkpointing=False,
+                      log_every_n_steps=100, callbacks=[LearningRateMonitor("step")],
+                      accumulate_grad_batches=3)
+    trainer.fit(Regression(interval="step"), train)
+    with open(trainer.log_dir + "/metrics.csv") as f:
+        lrs = [float(r["lr-SGD"]) for r in csv.DictReader(f) if r["lr-SGD"]]
+    # one row per batch; the LR halves after every third batch (an optimizer step)
+    assert lrs == pytest.approx([0.05 * 0.5 ** ((i + 1) // 3) for i in range(len(train))])
