@@ -49,7 +49,7 @@ class Callback:
         """After a training batch (and its optimizer step, when the batch ended a step)."""
 
     def on_validation_epoch_end(self, trainer: Trainer, module: TrainModule) -> None:
-        """After validation; ``trainer.callback_metrics`` holds the reduced values."""
+        """After validation; ``trainer.epoch_metrics`` holds this epoch's reduced values."""
 
     def on_train_epoch_end(self, trainer: Trainer, module: TrainModule) -> None:
         """After the epoch's validation, epoch scheduler steps and epoch logging."""
@@ -148,12 +148,14 @@ class ModelCheckpoint(Callback):
             trainer.save_checkpoint(path)
             self._remove(trainer, [p for p in stale if p != path])
             return
-        if self.monitor not in metrics:
-            raise KeyError(
-                f"ModelCheckpoint(monitor={self.monitor!r}) found no such metric; logged: "
-                f"{', '.join(sorted(metrics)) or 'none'} (log it with self.log)"
-            )
-        score = float(metrics[self.monitor])
+        if self.monitor not in trainer.epoch_metrics:
+            if trainer.validated_this_epoch:
+                raise KeyError(
+                    f"ModelCheckpoint(monitor={self.monitor!r}) found no such metric; logged: "
+                    f"{', '.join(sorted(metrics)) or 'none'} (log it with self.log)"
+                )
+            return  # not produced this epoch (no validation): the ranking stays as it is
+        score = float(trainer.epoch_metrics[self.monitor])
         if math.isnan(score):
             return
         if self.save_top_k != -1 and len(self.best_k_models) >= self.save_top_k:
@@ -224,7 +226,7 @@ class EarlyStopping(Callback):
         return f"EarlyStopping[monitor={self.monitor}]"
 
     def on_train_epoch_end(self, trainer: Trainer, module: TrainModule) -> None:
-        metrics = trainer.callback_metrics
+        metrics = trainer.epoch_metrics  # a value from an earlier epoch is not a new check
         if self.monitor not in metrics:
             if self.strict and trainer.validated_this_epoch:
                 raise KeyError(

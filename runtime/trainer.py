@@ -92,6 +92,7 @@ class Trainer:
         self.should_stop = False
         self.validated_this_epoch = False
         self.callback_metrics: dict[str, float] = {}
+        self.epoch_metrics: dict[str, float] = {}  # the values produced in this epoch only
         self.logged_metrics: dict[str, float] = {}
         self.progress_bar_metrics: dict[str, float] = {}
         self.optimizers: list[Any] = []
@@ -202,6 +203,7 @@ class Trainer:
         module = self.module
         module.train()
         self._epoch_done, self.validated_this_epoch = False, False
+        self.epoch_metrics = {}
         self._metrics = self._train_metrics
         self._train_metrics.start("train")
         set_epoch(train_loader, self.current_epoch)
@@ -273,6 +275,7 @@ class Trainer:
         step_values = self._train_metrics.take_step_values()
         flags = self._train_metrics.step_flags
         self.callback_metrics.update(step_values)
+        self.epoch_metrics.update(step_values)
         self.progress_bar_metrics.update({k: v for k, v in step_values.items() if flags[k][0]})
         if self._batches_seen % self.log_every_n_steps == 0:
             self.log_metrics({k: v for k, v in step_values.items() if flags[k][1]})
@@ -352,9 +355,9 @@ class Trainer:
                 continue
             if not cfg.needs_metric:
                 cfg.scheduler.step()
-            elif cfg.monitor in self.callback_metrics:
-                cfg.scheduler.step(self.callback_metrics[cfg.monitor])
-            elif cfg.strict:
+            elif cfg.monitor in self.epoch_metrics:
+                cfg.scheduler.step(self.epoch_metrics[cfg.monitor])
+            elif cfg.strict and self.validated_this_epoch:
                 raise KeyError(f"lr_scheduler monitor {cfg.monitor!r} was not logged; logged: "
                                f"{', '.join(sorted(self.callback_metrics)) or 'none'}")
 
@@ -365,6 +368,7 @@ class Trainer:
 
     def _publish(self, values: dict[str, float], store: MetricStore) -> None:
         self.callback_metrics.update(values)
+        self.epoch_metrics.update(values)
         self.progress_bar_metrics.update(
             {k: v for k, v in values.items() if store.epoch_flags(k)[0]})
         self._logger_flags.update({k: store.epoch_flags(k)[1] for k in values})

@@ -282,3 +282,17 @@ def test_several_optimizers_need_manual_optimization(tmp_path):
     train, _ = loaders()
     with pytest.raises(ValueError, match="manual optimization"):
         _trainer(tmp_path, max_epochs=1).fit(Two(), train)
+
+
+def test_monitors_ignore_epochs_without_validation(tmp_path):
+    module = Scripted([9.0, 5.0, 9.0, 6.0, 9.0, 7.0])
+    stopper = EarlyStopping("score", patience=1)
+    ckpt = ModelCheckpoint(monitor="score", save_top_k=-1, save_last=False)
+    train, val = loaders()
+    trainer = _trainer(tmp_path, max_epochs=6, check_val_every_n_epoch=2,
+                       callbacks=[stopper, ckpt])
+    trainer.fit(module, train, val)
+    # validated at epochs 1 and 3 only: epoch 2 must not count the stale 5.0 again
+    assert stopper.stopped_epoch == 3
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / "checkpoints").iterdir()) == [
+        "epoch=1", "epoch=3"]
