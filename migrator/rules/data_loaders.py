@@ -109,6 +109,10 @@ class ReplicatedDataRule(Rule):
             fn = ctx.ix.function_of(b.call)
             if not loops and fn is not None:
                 loops = ctx.ix.loops_around(fn)  # an optimizer closure defined inside the loop
+            if not loops and fn is not None:
+                # a step function (``finish_episode()``) called from the training loop
+                callers = [c for c in ctx.ix.calls if (ctx.facts.funcs.callee(c) or (None,))[0] is fn]
+                loops = next((ctx.ix.loops_around(c) for c in callers if ctx.ix.loops_around(c)), [])
             if not loops or loops[0] in seen:
                 continue
             seen.add(loops[0])
