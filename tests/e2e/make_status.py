@@ -21,17 +21,31 @@ COLUMNS = {
 
 
 def first_reason(case: ET.Element) -> str:
+    """The failure's headline plus, for a crashed run, the exception line from its stderr."""
     for tag in ("failure", "error"):
         node = case.find(tag)
-        if node is not None:
-            text = (node.get("message") or node.text or "").strip()
-            lines = [
-                ln.strip()
-                for ln in text.splitlines()
-                if ln.strip() and not ln.strip().startswith("$ ")
+        if node is None:
+            continue
+        text = node.text or node.get("message") or ""
+        # pytest marks the failure report's own lines with a leading "E "; prefer those.
+        lines = [
+            ln[1:].strip() for ln in text.splitlines() if ln.startswith("E ")
+        ] or text.splitlines()
+        lines = [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("$ ")]
+        reason = lines[0] if lines else tag
+        if "exited" in reason or "exit 123" in text:
+            errors = [
+                ln
+                for ln in lines
+                if re.match(r"^([\w.]+(Error|Exception)|MIG\d+|.*internal error)", ln)
+                and "ChildFailedError" not in ln
             ]
-            reason = " ".join(lines[:3]) if lines else tag
-            return re.sub(r"/tmp/torch-migrate-e2e-[^ ]*/", "", reason)[:300].replace("|", "/")
+            errors = errors or [ln for ln in lines if ln.startswith(("Error", "error", "E "))]
+            if errors:
+                reason += " — " + errors[-1]
+        elif len(lines) > 1:
+            reason += " " + " ".join(lines[1:3])
+        return re.sub(r"/tmp/torch-migrate-e2e-[^ ]*/", "", reason)[:400].replace("|", "/")
     return ""
 
 
