@@ -14,7 +14,7 @@ from migrator.results import FileResult, Status
 _RELEVANT = ("torch",)
 
 
-def migrate_source(source: str, path: str = "<string>", options: Options = Options()) -> FileResult:
+def migrate_source(source: str, path: str = "<string>", options: Options = Options()) -> FileResult:  # noqa: B008
     """Migrate ``source`` (the text of ``path``) and return the result; never raises.
 
     Bad input (syntax error, ...) returns ``Status.FAILED`` with ``reason``; a bug in the

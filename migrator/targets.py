@@ -46,7 +46,8 @@ class Vocabulary:
     mark_forward_method: str = '{model}.mark_forward_method("{method}")'
     print: str = "{rt}.print"
     save: str = "{rt}.save({path}, {obj})"
-    load: str = "{rt}.load({path})"
+    # None: the target has no counterpart (the call stays as written; MIG403/MIG409 skip).
+    load: str | None = "{rt}.load({path})"
     load_into: str = "{rt}.load({path}, {state})"
     unwrap: str = "{rt}.unwrap({model})"
     all_reduce_sum: str = '{rt}.all_reduce({value}, op="sum")'
@@ -54,7 +55,7 @@ class Vocabulary:
     rank_zero_first: str = "{rt}.rank_zero_first()"
     is_global_zero: str = "{rt}.is_global_zero"
     barrier: str = "{rt}.barrier()"
-    seed_everything: str = "{rt}.seed_everything({seed})"
+    seed_everything: str | None = "{rt}.seed_everything({seed})"
     # Capability flags (rules branch on these, never on the target name).
     # True: evaluation loaders are sharded without padding, so eval accumulators must be
     # summed across ranks. False: evaluation loaders are replicated (every rank sees the
@@ -62,10 +63,20 @@ class Vocabulary:
     eval_data_sharded: bool = True
     # True: methods other than forward that run submodules must be registered after setup.
     needs_mark_forward_method: bool = False
+    # False: the set-up model is the bare torch wrapper (DDP), which forwards neither the
+    # model's own methods and attributes nor its state-dict keys: every use other than the
+    # forward and plain nn.Module calls goes through ``unwrap`` (MIG210).
+    wrapped_model_transparent: bool = True
+    # Not None: the set-up optimizer's step(closure) returns None; this steps the underlying
+    # optimizer, which returns the closure's loss (MIG211).
+    closure_step: str | None = None
     launch_hint: str = "migrate run --devices N script.py"
     # The target's own method names -> the generic names the analysis uses (``prepare`` ->
     # ``setup``), so a migrated file is recognised as migrated (fixed point).
     method_names: tuple[tuple[str, str], ...] = ()
+    # How the constructor spells the precision argument and the generic precision names.
+    precision_arg: str = "precision"
+    precision_names: tuple[tuple[str, str], ...] = ()
     extra: dict = field(default_factory=dict, compare=False)
 
 
@@ -94,32 +105,53 @@ ACCELERATE = Vocabulary(
     wrapper_module="accelerate",
     wrapper_class="Accelerator",
     wrapper_var="accelerator",
+    # Every fact below was checked against accelerate 1.15 on 2 CPU processes (gloo).
     # One `prepare` for models, optimizers and loaders. Schedulers are never prepared: a
     # prepared per-epoch scheduler steps once per process (the LR decays N times too fast).
     setup="{rt}.prepare({args})",
     setup_dataloaders="{rt}.prepare({loader})",
-    # A prepared evaluation loader pads the last batches with duplicates, which sums over the
-    # data set cannot drop: evaluation loaders stay as written (their batches keep their moves
-    # to `device`, the accelerator's device), every rank evaluates the whole set, and
-    # accumulators are exact without any reduction (as for fabric).
+    # A prepared loader pads the last batches with duplicates (even_batches); sums over the
+    # data set cannot drop them (only gather_for_metrics on per-sample tensors can). So
+    # evaluation loaders stay as written: their batches keep their moves to `device` (the
+    # accelerator's device), every rank evaluates the whole set, and the accumulators are
+    # exact without any reduction (as for fabric).
     setup_eval_dataloaders=None,
-    # No `enabled=` switch: sync is skipped with `no_sync` and kept with `accumulate`, which
-    # syncs on every step at the default gradient_accumulation_steps=1.
+    eval_data_sharded=False,
+    # `no_sync(model)` has no `enabled=` switch: on boundary steps `accumulate(model)` runs
+    # instead, which keeps the sync at the default gradient_accumulation_steps=1.
     no_backward_sync="{rt}.no_sync({model}) if {enabled} else {rt}.accumulate({model})",
     clip_gradients="{rt}.clip_grad_norm_({model}.parameters(), {args})",
     clip_value_gradients="{rt}.clip_grad_value_({model}.parameters(), {value})",
+    print="{rt}.print",
+    # accelerator.save(obj, f): written by the main process only.
     save="{rt}.save({obj}, {path})",
-    load="torch.load({path})",
-    load_into="{rt}.unwrap_model({model}).load_state_dict(torch.load({path}))",
+    # No load counterpart: torch.load stays (every rank reads the file).
+    load=None,
+    load_into="{rt}.unwrap_model({model}).load_state_dict({state})",
     unwrap="{rt}.unwrap_model({model})",
-    all_reduce_sum='{rt}.reduce({value}, reduction="sum")',
-    reduce_boolean_decision="{rt}.reduce_boolean_decision({flag}, all={all})",
+    # accelerator.reduce works on tensors only: a Python number is wrapped and unwrapped.
+    all_reduce_sum=(
+        '{rt}.reduce(torch.tensor({value}, dtype=torch.float64, device={rt}.device), reduction="sum").item()'
+    ),
+    # {reduce} is "all" (stop once every rank wants to) or "any" (go on while any rank does).
+    reduce_boolean_decision="{rt}.gather(torch.tensor([{flag}], device={rt}.device)).{reduce}()",
     rank_zero_first="{rt}.main_process_first()",
     is_global_zero="{rt}.is_main_process",
     barrier="{rt}.wait_for_everyone()",
-    seed_everything="set_seed({seed})",
-    eval_data_sharded=False,
-    launch_hint="accelerate launch --cpu --num_processes N script.py",
+    # accelerate.utils.set_seed needs an import the wrapper does not bring: the script's own
+    # torch.manual_seed stays (same seed on every rank; DDP broadcasts the initial weights).
+    seed_everything=None,
+    wrapped_model_transparent=False,
+    # AcceleratedOptimizer.step(closure) has no `return`; `.optimizer` is the torch optimizer.
+    closure_step="{optimizer}.optimizer.step({closure})",
+    precision_arg="mixed_precision",
+    precision_names=(("16-mixed", "fp16"), ("bf16-mixed", "bf16"), ("32-true", "no")),
+    # `accelerate launch --cpu` starts ONE process whatever --num_processes says; on CPUs
+    # use torchrun (or `accelerate launch --multi_gpu`) with ACCELERATE_USE_CPU=true.
+    launch_hint=(
+        "accelerate launch --multi_gpu --num_processes N script.py "
+        "(CPU: ACCELERATE_USE_CPU=true torchrun --nproc_per_node N script.py)"
+    ),
     method_names=(
         ("prepare", "setup"),
         ("no_sync", "no_backward_sync"),
@@ -129,6 +161,7 @@ ACCELERATE = Vocabulary(
         ("unwrap_model", "unwrap"),
         ("main_process_first", "rank_zero_first"),
         ("wait_for_everyone", "barrier"),
+        ("gather", "reduce_boolean_decision"),
     ),
 )
 

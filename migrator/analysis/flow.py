@@ -18,19 +18,24 @@ class Binding:
     name: str
 
 
+def lookup(table, name: str):
+    """``table[name]`` or nothing: libcst's Accesses/Assignments have ``in`` but no ``get``."""
+    return table[name] if name in table else ()  # noqa: SIM401 - no .get on these
+
+
 def binding_of(ix: Index, target: cst.CSTNode) -> Binding | None:
     """The binding an assignment target (``x`` or ``self.x``) writes, or the one an expression reads."""
     if isinstance(target, cst.Name):
         scope = ix.scope_of(target)
         if scope is None:
             return None
-        for access in (scope.accesses[target.value] if target.value in scope.accesses else ()):
+        for access in lookup(scope.accesses, target.value):
             if access.node is target:
                 for a in access.referents:
                     if hasattr(a, "scope"):
                         return Binding("name", a.scope, target.value)
         # a store: the scope that owns the assignment of this name
-        for a in (scope.assignments[target.value] if target.value in scope.assignments else ()):
+        for a in lookup(scope.assignments, target.value):
             return Binding("name", a.scope, target.value)
         return Binding("name", scope, target.value)
     if (
@@ -54,7 +59,7 @@ def direct_refs(ix: Index, b: Binding) -> list[cst.CSTNode]:
         ]
     out = []
     scope = b.owner
-    for assignment in (scope.assignments[b.name] if b.name in scope.assignments else ()):
+    for assignment in lookup(scope.assignments, b.name):
         for access in assignment.references:
             if isinstance(access.node, cst.Name) and access.node not in out:
                 out.append(access.node)

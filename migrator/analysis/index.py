@@ -44,9 +44,8 @@ class _Collector(cst.CSTVisitor):
             ix.imports.append(node)
         elif isinstance(node, cst.If):
             ix.ifs.append(node)
-        elif isinstance(node, cst.Attribute) and isinstance(node.value, cst.Name):
-            if node.value.value == "self":
-                ix.self_attrs.append(node)
+        elif isinstance(node, cst.Attribute) and isinstance(node.value, cst.Name) and node.value.value == "self":
+            ix.self_attrs.append(node)
         return True
 
     def on_leave(self, original_node: cst.CSTNode) -> None:

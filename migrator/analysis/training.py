@@ -122,11 +122,13 @@ class TrainingFacts(CoreFacts):
     def scaler_bindings(self) -> dict[Binding, cst.Assign]:
         out = {}
         for node in self.ix.assigns:
-            if isinstance(node, cst.Assign) and isinstance(node.value, cst.Call):
-                if self.ix.call_qname(node.value) in N.GRAD_SCALER and len(node.targets) == 1:
-                    b = binding_of(self.ix, node.targets[0].target)
-                    if b is not None:
-                        out[b] = node
+            if (
+                isinstance(node, cst.Assign) and isinstance(node.value, cst.Call)
+                and self.ix.call_qname(node.value) in N.GRAD_SCALER and len(node.targets) == 1
+            ):
+                b = binding_of(self.ix, node.targets[0].target)
+                if b is not None:
+                    out[b] = node
         return out
 
     def is_scaler(self, expr: cst.BaseExpression) -> bool:

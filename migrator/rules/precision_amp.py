@@ -5,6 +5,7 @@ from __future__ import annotations
 import libcst as cst
 
 from migrator.analysis import names as N
+from migrator.analysis.flow import lookup
 from migrator.plan import PlanContext
 from migrator.rules._util import find_arg
 from migrator.rules.base import Rule
@@ -140,7 +141,7 @@ class AmpRule(Rule):
                     continue
                 refs = [
                     r.node
-                    for a in (module_scope.assignments[name] if name in module_scope.assignments else ())
+                    for a in lookup(module_scope.assignments, name)
                     for r in a.references
                 ]
                 if all(any(ix.inside(r, d) for d in dead) for r in refs):

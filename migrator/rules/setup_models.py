@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import libcst as cst
 
+from migrator.analysis.flow import lookup
 from migrator.plan import Change, PlanContext
 from migrator.rules._setup import already_set_up, model_text, setup_anchor
 from migrator.rules.base import Rule
@@ -21,9 +22,9 @@ def _global_decl(ctx: PlanContext, change: Change, anchor: cst.CSTNode, names: l
         if "." in name or "[" in name:
             continue
         params = {p.name.value for p in fn.params.params}
-        if module_scope is not None and name in module_scope.assignments and name not in params:
-            if not any(a.scope is fn_scope for a in (fn_scope.assignments[name] if fn_scope else ())):
-                wanted.append(name)
+        local = any(a.scope is fn_scope for a in (lookup(fn_scope.assignments, name) if fn_scope else ()))
+        if module_scope is not None and name in module_scope.assignments and name not in params and not local:
+            wanted.append(name)
     if wanted:
         first = fn.body.body[0]
         change.insert_before(first, cst.parse_statement(f"global {', '.join(wanted)}\n"))

@@ -10,6 +10,11 @@ from migrator.plan import PlanContext
 from migrator.rules._util import arg_text, bare, find_arg
 from migrator.rules.base import Rule
 
+# nn.Module methods a model method may call on itself without running a submodule.
+_MODULE_METHODS = frozenset(
+    ["parameters", "named_parameters", "modules", "children", "train", "eval", "to", "buffers", "state_dict", "apply", "register_buffer"]
+)
+
 
 def _steps(ctx, node) -> list[cst.BaseExpression]:
     """Optimizer expressions stepped inside ``node`` (``opt.step()``, ``scaler.step(opt)``)."""
@@ -94,7 +99,9 @@ class AccumulationRule(Rule):
         for a in ctx.ix.ancestors(node):
             if isinstance(a, cst.With):
                 for item in a.items:
-                    if isinstance(item.item, cst.Call) and ctx.facts.wrapper_method(item.item) == "no_backward_sync":
+                    # accelerate: `with no_sync(m) if not boundary else accumulate(m):`
+                    cm = item.item.body if isinstance(item.item, cst.IfExp) else item.item
+                    if isinstance(cm, cst.Call) and ctx.facts.wrapper_method(cm) == "no_backward_sync":
                         return True
         return False
 
@@ -290,9 +297,9 @@ class ForwardMethodRule(Rule):
             for ref in m.refs:
                 attr = ix.parent.get(ref)
                 call = ix.parent.get(attr)
-                if isinstance(attr, cst.Attribute) and isinstance(call, cst.Call) and call.func is attr:
-                    if attr.attr.value in runs and attr.attr.value not in called:
-                        called.append(attr.attr.value)
+                is_call = isinstance(attr, cst.Attribute) and isinstance(call, cst.Call) and call.func is attr
+                if is_call and attr.attr.value in runs and attr.attr.value not in called:
+                    called.append(attr.attr.value)
             done = {
                 c.args[0].value.evaluated_value
                 for c in ix.calls
@@ -321,7 +328,9 @@ class ForwardMethodRule(Rule):
                 f = call.func
                 if isinstance(f, cst.Name) and f.value == "self":
                     out.add(name)
-                elif isinstance(f, cst.Attribute) and isinstance(f.value, cst.Name) and f.value.value == "self":
-                    if f.attr.value not in methods and f.attr.value not in ("parameters", "named_parameters", "modules", "children", "train", "eval", "to", "buffers", "state_dict", "apply", "register_buffer"):
-                        out.add(name)
+                elif (
+                    isinstance(f, cst.Attribute) and isinstance(f.value, cst.Name) and f.value.value == "self"
+                    and f.attr.value not in methods and f.attr.value not in _MODULE_METHODS
+                ):
+                    out.add(name)  # self.<submodule>(...)
         return out
