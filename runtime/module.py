@@ -160,6 +160,35 @@ class TrainModule(nn.Module):
             self._trainer.runtime.print(*args, **kwargs)
 
 
+def call_through_forward(model: nn.Module, original: nn.Module, method: str, *args: Any) -> Any:
+    """Call ``original.<method>(*args)`` *through* ``model``'s forward (``model`` wraps
+    ``original``: a ``Runtime.setup`` result).
+
+    Strategy wrappers act in the wrapped forward (DDP's gradient-sync preparation, FSDP's
+    unsharding, precision autocast), so a training step must run inside it: ``original``'s
+    ``forward`` is swapped for the step for one call, and swapped back before the step runs,
+    so ``self(x)`` inside the step reaches the real forward.
+    """
+    had_own = "forward" in original.__dict__
+    saved = original.__dict__.get("forward")
+
+    def restore() -> None:
+        if had_own:
+            original.__dict__["forward"] = saved
+        else:
+            original.__dict__.pop("forward", None)
+
+    def step_as_forward(*a: Any, **kw: Any) -> Any:
+        restore()
+        return getattr(original, method)(*a, **kw)
+
+    original.__dict__["forward"] = step_as_forward
+    try:
+        return model(*args)
+    finally:
+        restore()
+
+
 # ---- configure_optimizers() -----------------------------------------------------------------
 
 

@@ -12,7 +12,13 @@ import torch
 from runtime import trainer_state
 from runtime.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from runtime.loggers import Logger, default_loggers
-from runtime.module import MetricStore, SchedulerConfig, TrainModule, parse_optimizers
+from runtime.module import (
+    MetricStore,
+    SchedulerConfig,
+    TrainModule,
+    call_through_forward,
+    parse_optimizers,
+)
 from runtime.profiling import make_profiler
 from runtime.progress import ProgressBar
 from runtime.trainer_state import batches, num_batches, set_epoch
@@ -314,32 +320,7 @@ class Trainer:
 
     # ---- helpers ----------------------------------------------------------------------------
     def _redirect(self, method: str, *args: Any) -> Any:
-        """Call ``module.<method>(*args)`` *through* the set-up model's forward.
-
-        Strategy wrappers (DDP's gradient-sync preparation, FSDP's unsharding, precision
-        autocast) act in the wrapped forward, so the step must run inside it: the module's
-        ``forward`` is swapped for the step for one call, and swapped back before the step
-        runs so ``self(x)`` inside it reaches the real forward.
-        """
-        original = self.runtime.unwrap(self._model)
-        had_own = "forward" in original.__dict__
-        saved = original.__dict__.get("forward")
-
-        def restore() -> None:
-            if had_own:
-                original.__dict__["forward"] = saved
-            else:
-                original.__dict__.pop("forward", None)
-
-        def step_as_forward(*a: Any, **kw: Any) -> Any:
-            restore()
-            return getattr(original, method)(*a, **kw)
-
-        original.__dict__["forward"] = step_as_forward
-        try:
-            return self._model(*args)
-        finally:
-            restore()
+        return call_through_forward(self._model, self.runtime.unwrap(self._model), method, *args)
 
     def _clip(self, optimizer: Any, value: float, algorithm: str) -> Any:
         if algorithm == "norm":
