@@ -61,8 +61,10 @@ def create_wrapper(ctx: PlanContext) -> Change:
         new = new[1:]
     if anchor is not None:
         change.insert_after(anchor, *new)
+    elif _is_docstring(body[0]):
+        change.insert_after(body[0], *new)
     else:
-        change.insert_before(body[0], *new, *_blank())
+        change.insert_before(body[0], *new)
     return change
 
 
@@ -75,8 +77,12 @@ def _spelled(v, code: str) -> str:
     return code
 
 
-def _blank() -> list:
-    return []
+def _is_docstring(stmt: cst.CSTNode) -> bool:
+    return (
+        isinstance(stmt, cst.SimpleStatementLine)
+        and isinstance(stmt.body[0], cst.Expr)
+        and isinstance(stmt.body[0].value, (cst.SimpleString, cst.ConcatenatedString))
+    )
 
 
 def _imports_class(ctx: PlanContext) -> bool:
