@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime
 from collections.abc import Callable, Sequence
@@ -16,6 +17,11 @@ from runtime.environment import Environment
 from runtime.precision import Precision
 
 _OPS = {"sum": "SUM", "max": "MAX", "min": "MIN", "prod": "PRODUCT", "mean": "SUM"}
+
+
+def _destroy_process_group() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 class Strategy:
@@ -61,6 +67,9 @@ class Strategy:
                 world_size=self.env.world_size,
                 timeout=datetime.timedelta(seconds=self.timeout),
             )
+            # Tear the group down before interpreter exit: gloo's threads destroyed by
+            # static destructors instead abort the process ("terminate called ...").
+            atexit.register(_destroy_process_group)
 
     @property
     def distributed(self) -> bool:

@@ -9,9 +9,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import LR, make_model, rank_batches  # noqa: E402
+from common import LR, make_model, rank_batches
 
-from runtime import Runtime  # noqa: E402
+from runtime import Runtime
 
 
 def full_params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
