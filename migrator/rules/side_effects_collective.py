@@ -70,24 +70,16 @@ class ReduceEvalAccumulators(Rule):
                     if init in done:
                         continue
                     done.add(init)
-                    name = init.targets[0].target
                     change = ctx.finding(
-                        self.code, init, f"sum `{name.value}` across ranks before using it"
+                        self.code, init, f"sum `{init.value}` across ranks before using it"
                     )
-                    new = change.stmt(ctx.vocab.all_reduce_sum, value=name)
-                    change.insert_after(
-                        after,
-                        cst.SimpleStatementLine(
-                            body=[
-                                cst.Assign(
-                                    targets=[cst.AssignTarget(target=name)], value=new.body[0].value
-                                )
-                            ]
-                        ),
-                    )
+                    new = change.stmt(ctx.vocab.all_reduce_sum, value=init)
+                    target = cst.AssignTarget(target=cst.Name(init.value))
+                    assign = cst.Assign(targets=[target], value=new.body[0].value)
+                    change.insert_after(after, cst.SimpleStatementLine(body=[assign]))
 
     @staticmethod
-    def _accumulators(ctx, loop: cst.CSTNode) -> list[tuple[cst.Assign, cst.CSTNode]]:
+    def _accumulators(ctx, loop: cst.CSTNode) -> list[tuple[cst.Name, cst.CSTNode]]:
         ix = ctx.ix
         names = {
             a.target.value
@@ -95,26 +87,22 @@ class ReduceEvalAccumulators(Rule):
             if isinstance(a.operator, cst.AddAssign) and isinstance(a.target, cst.Name)
         }
         fn = ix.function_of(loop)
-        found: dict[str, tuple[cst.Assign, cst.CSTNode]] = {}
+        found: dict[str, tuple[cst.Name, cst.CSTNode]] = {}
         for node in ix.assigns:
-            if not (isinstance(node, cst.Assign) and len(node.targets) == 1 and _zero(node.value)):
-                continue
-            t = node.targets[0].target
-            if (
-                not isinstance(t, cst.Name)
-                or t.value not in names
-                or ix.function_of(node) is not fn
-            ):
+            if not isinstance(node, cst.Assign) or ix.function_of(node) is not fn:
                 continue
             block = ix.block_of(ix.statement(node))
             holder = next(
                 (a for a in (loop, *ix.ancestors(loop)) if ix.parent.get(a) is block), None
             )
-            if holder is not None and ix.order(node) < ix.order(loop):
-                found[t.value] = (ix.statement(node), holder)
+            if holder is None or ix.order(node) > ix.order(loop):
+                continue
+            for target in _zero_inits(node):
+                if target.value in names:
+                    found[target.value] = (target, holder)
         group = set(found)
         later = {}
-        for name, (stmt, holder) in found.items():
+        for name, (_target, holder) in found.items():
             body = list(ix.block_of(holder).body)
             later[name] = body[body.index(holder) + 1 :]
         used = set()
@@ -141,11 +129,25 @@ class ReduceEvalAccumulators(Rule):
                             group.discard(name)
                 if _reduced(ctx, stmt, name):
                     group.discard(name)
-        out = []
-        for name in sorted(used & group, key=lambda n: ix.order(found[n][0])):
-            stmt, holder = found[name]
-            out.append((stmt.body[0], holder))
-        return out
+        return [found[n] for n in sorted(used & group, key=lambda n: ix.order(found[n][0]))]
+
+
+def _zero_inits(assign: cst.Assign) -> list[cst.Name]:
+    """Names an assignment sets to zero: ``n = 0``, ``a = b = 0.0``, ``a, b = 0.0, 0``."""
+    out = []
+    for t in assign.targets:
+        target, value = t.target, assign.value
+        if isinstance(target, cst.Name) and _zero(value):
+            out.append(target)
+        elif (
+            isinstance(target, cst.Tuple)
+            and isinstance(value, cst.Tuple)
+            and len(target.elements) == len(value.elements)
+        ):
+            for te, ve in zip(target.elements, value.elements):
+                if isinstance(te.value, cst.Name) and _zero(ve.value):
+                    out.append(te.value)
+    return out
 
 
 def _factor(node: cst.CSTNode, name: str) -> bool:

@@ -206,3 +206,23 @@ def test_seed_is_left_when_random_is_seeded_differently_elsewhere():
     result = migrate(src)
     assert "MIG409" not in codes(result)
     assert "torch.manual_seed(0)" in result.output
+
+
+def test_accumulators_initialised_together_in_a_tuple_are_each_reduced():
+    src = """
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    def evaluate(model):
+        loader = DataLoader(TensorDataset(torch.randn(8, 2)), batch_size=2)
+        loss_sum, correct, total = 0.0, 0, 0
+        for (x,) in loader:
+            loss_sum += model(x).sum().item()
+            correct += (model(x) > 0).sum().item()
+            total += x.size(0)
+        return loss_sum / total, correct / total
+    """
+    out = migrate(src).output
+    for name in ("loss_sum", "correct", "total"):
+        assert f'{name} = rt.all_reduce({name}, op="sum")' in out
+    assert out.index("total = rt.all_reduce") < out.index("return loss_sum / total")
