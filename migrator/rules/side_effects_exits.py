@@ -72,7 +72,8 @@ class CollectiveLoopExit(Rule):
                 change.replace(
                     test,
                     lambda up, c=change, a=all_: c.expr(
-                        c.ctx.vocab.reduce_boolean_decision, flag=up, all=a
+                        c.ctx.vocab.reduce_boolean_decision, flag=up, all=a,
+                        reduce="all" if a == "True" else "any",
                     ),
                 )
 

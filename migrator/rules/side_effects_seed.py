@@ -48,6 +48,8 @@ class SeedEverything(Rule):
     summary = "seed with the wrapper's seed_everything"
 
     def plan(self, ctx) -> None:
+        if ctx.vocab.seed_everything is None:
+            return  # the target has no seeding call of its own: torch.manual_seed stays
         ix = ctx.ix
         sites = []
         absorbed: set[cst.CSTNode] = set()

@@ -9,14 +9,15 @@ import pytest
 from migrator.engine import migrate_source
 from migrator.options import Options
 from migrator.results import Status
+from migrator.targets import VOCABULARIES
 
 RULES = Path(__file__).resolve().parents[2] / "fixtures" / "rules"
-TARGETS = ("runtime", "fabric")
+TARGETS = tuple(VOCABULARIES)
 
 
 def _cases():
     for folder in sorted(p for p in RULES.iterdir() if (p / "input.py").exists()):
-        for target in TARGETS:
+        for target in TARGETS:  # every target with a vocabulary (accelerate included)
             if (folder / f"expected.{target}.py").exists():
                 yield pytest.param(folder, target, id=f"{folder.name}-{target}")
 
