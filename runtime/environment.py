@@ -29,6 +29,7 @@ class Environment:
     master_port: int = 29500
     launcher: str = "none"  # "none", "torchrun" or "slurm"
     restart_count: int = 0
+    agent_store: bool = False  # torchrun's agent hosts the rendezvous store
     strategy: str | None = None
     precision: str | None = None
     accumulate: int | None = None
@@ -95,6 +96,7 @@ def read_environment(environ: Mapping[str, str] | None = None) -> Environment:
             master_port=_int(env, "MASTER_PORT", 29500),
             launcher="torchrun",
             restart_count=_int(env, "TORCHELASTIC_RESTART_COUNT", 0),
+            agent_store=env.get("TORCHELASTIC_USE_AGENT_STORE") == "True",
             **overrides,
         )
     # SLURM: only an `srun` job step with several tasks is a distributed launch; an

@@ -55,21 +55,32 @@ class Strategy:
         """Select the device and create the default process group (idempotent)."""
         self.accelerator.setup_device(self.root_device)
         if self.env.distributed and not dist.is_initialized():
-            # torchrun workers must join the agent's store through env:// (MASTER_* set by
-            # it); SLURM sets no MASTER_*, so connect to the first node explicitly.
-            init = "env://"
-            if self.env.launcher == "slurm":
-                init = f"tcp://{self.env.master_addr}:{self.env.master_port}"
             dist.init_process_group(
                 self.accelerator.backend,
-                init_method=init,
-                rank=self.env.global_rank,
-                world_size=self.env.world_size,
                 timeout=datetime.timedelta(seconds=self.timeout),
+                **self._rendezvous(),
             )
             # Tear the group down before interpreter exit: gloo's threads destroyed by
             # static destructors instead abort the process ("terminate called ...").
             atexit.register(_destroy_process_group)
+
+    def _rendezvous(self) -> dict:
+        """How this process finds its peers (``init_process_group`` arguments)."""
+        env = self.env
+        if env.launcher == "slurm":  # SLURM sets no MASTER_*: connect to the first node
+            return {"init_method": f"tcp://{env.master_addr}:{env.master_port}",
+                    "rank": env.global_rank, "world_size": env.world_size}
+        if env.restart_count == 0:  # torchrun: env:// joins the agent's store
+            return {"init_method": "env://"}
+        # After a torchrun restart the agent's store still holds the dead workers' gloo
+        # addresses under the same keys (connectFullMesh then fails): use a fresh prefix.
+        use_agent = env.agent_store
+        store = dist.TCPStore(env.master_addr, env.master_port, env.world_size,
+                              is_master=not use_agent and env.global_rank == 0,
+                              timeout=datetime.timedelta(seconds=self.timeout),
+                              multi_tenant=not use_agent)
+        return {"store": dist.PrefixStore(f"torch_migrate/restart_{env.restart_count}", store),
+                "rank": env.global_rank, "world_size": env.world_size}
 
     @property
     def distributed(self) -> bool:
