@@ -37,7 +37,7 @@ def _launch(tmp_path: Path, sections: str) -> dict:
 @pytest.fixture(scope="module")
 def ddp_fsdp(tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("ddp_fsdp")
-    return out, _launch(out, "ddp,fsdp")
+    return out, _launch(out, "ddp,fsdp,data")
 
 
 @pytest.fixture(scope="module")
@@ -116,3 +116,25 @@ def test_fsdp_checkpoint_consolidates_into_one_full_file(ddp_fsdp, tmp_path):
     trained = torch.load(out / "fsdp_acc1_rank0.pt", weights_only=True)
     for key, value in plain.state_dict().items():
         assert torch.equal(value, trained[key]), key
+
+
+def test_training_loaders_shard_disjointly_and_reshuffle_each_epoch(ddp_fsdp):
+    for strategy in ("ddp", "fsdp"):
+        data = ddp_fsdp[1][f"data_{strategy}"]
+        assert data["epoch0_disjoint_cover"] and data["epoch1_disjoint_cover"]
+        assert data["reshuffled"]
+        assert data["drop_last_len"] == 2  # 11 samples, 2 ranks, batch 2: 5 per rank, 2 batches
+
+
+def test_ddp_evaluation_counts_every_sample_once(ddp_fsdp):
+    data = ddp_fsdp[1]["data_ddp"]
+    assert (data["eval_sum"], data["eval_count"]) == (55, 11)  # per-rank sums + all_reduce
+    assert data["eval_gathered"] == list(range(11))
+    assert data["eval_batches"] == [2, 2]
+
+
+def test_fsdp_evaluation_pads_for_the_collective_forward_and_gather_drops_it(ddp_fsdp):
+    data = ddp_fsdp[1]["data_fsdp"]
+    assert data["eval_batches"] == [2, 2]  # same number of forwards on every rank
+    assert data["eval_count"] == 12  # one padded duplicate in plain sums ...
+    assert data["eval_gathered"] == list(range(11))  # ... which gather_for_metrics drops

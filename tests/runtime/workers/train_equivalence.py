@@ -10,6 +10,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import LR, make_model, rank_batches
+from data_checks import check_data
 
 from runtime import Runtime
 
@@ -90,6 +91,9 @@ def main() -> None:
         elif section == "fsdp":
             fsdp_checkpoints(out, results)
             train("fsdp", 2, out, results)
+        elif section == "data":
+            results["data_ddp"] = check_data("ddp")
+            results["data_fsdp"] = check_data("fsdp")
         elif section == "deepspeed":
             train("deepspeed", 1, out, results)
             train("deepspeed", 2, out, results)
