@@ -138,6 +138,8 @@ class RankZeroWrite(Rule):
                     )
                     continue
             change = ctx.finding(self.code, node, "write files on rank 0 only")
+            if isinstance(node, cst.Call) and ctx.ix.call_qname(node) == "torch.onnx.export":
+                self._export_unwrapped(ctx, change, node)
             hoist = hoistable_args(ctx, node) if isinstance(node, cst.Call) else []
             if hoist:
                 guard_hoisted(change, stmt, hoist, taken)
@@ -145,6 +147,14 @@ class RankZeroWrite(Rule):
                 plain[stmt] = change
         for first, last in runs(ctx, plain):
             guard_run(plain[first], first, last)
+
+    @staticmethod
+    def _export_unwrapped(ctx, change, call: cst.Call) -> None:
+        """The export traces a forward: run it on the original module, not the wrapper (whose
+        forward would wait for the other ranks)."""
+        model = call.args[0].value if call.args else None
+        if isinstance(model, (cst.Name, cst.Attribute)) and ctx.facts.model_of(model) is not None:
+            change.replace(model, change.expr(ctx.vocab.unwrap, model=model))
 
     @staticmethod
     def _writes(ctx):

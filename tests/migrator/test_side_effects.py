@@ -226,3 +226,24 @@ def test_accumulators_initialised_together_in_a_tuple_are_each_reduced():
     for name in ("loss_sum", "correct", "total"):
         assert f'{name} = rt.all_reduce({name}, op="sum")' in out
     assert out.index("total = rt.all_reduce") < out.index("return loss_sum / total")
+
+
+@pytest.mark.parametrize(
+    "target,unwrapped", [("runtime", "rt.unwrap(model)"), ("fabric", "model.module")]
+)
+def test_onnx_export_traces_the_unwrapped_module_on_rank_zero(target, unwrapped):
+    src = """
+    import torch
+
+    model = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.randn(8, 4)
+    for _ in range(2):
+        optimizer.zero_grad()
+        model(x).sum().backward()
+        optimizer.step()
+    torch.onnx.export(model, x, "model.onnx")
+    """
+    out = migrate(src, target).output
+    assert f'    torch.onnx.export({unwrapped}, x, "model.onnx")' in out
+    assert out.index("is_global_zero:") < out.index("torch.onnx.export(")
