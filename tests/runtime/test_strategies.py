@@ -74,6 +74,10 @@ def test_deepspeed_zero2_matches_one_process(deepspeed_run, accumulate):
     assert deepspeed_run[1][f"deepspeed_acc{accumulate}"]["micro_steps"] == 3 * accumulate
 
 
+def test_deepspeed_guard_rejects_bare_backward(deepspeed_run):
+    assert "replace `loss.backward()` with `rt.backward(loss)`" in deepspeed_run[1]["bare_backward"]
+
+
 def test_ddp_accumulation_all_reduces_once_per_optimizer_step(ddp_fsdp):
     results = ddp_fsdp[1]
     assert results["ddp_acc1"] == {"micro_steps": 3, "allreduces": 3}

@@ -96,7 +96,13 @@ def main() -> None:
             results["data_fsdp"] = check_data("fsdp")
         elif section == "deepspeed":
             train("deepspeed", 1, out, results)
-            train("deepspeed", 2, out, results)
+            _, model, _ = train("deepspeed", 2, out, results)
+            loss = model(torch.ones(2, 8)).sum()
+            try:
+                loss.backward()
+                results["bare_backward"] = "no error"
+            except RuntimeError as exc:
+                results["bare_backward"] = str(exc)
     rank = torch.distributed.get_rank()
     (out / f"results_{'_'.join(sections)}_rank{rank}.json").write_text(json.dumps(results))
 
