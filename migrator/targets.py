@@ -181,3 +181,73 @@ def vocabulary(target: str) -> Vocabulary:
     except KeyError:
         valid = ", ".join(sorted(VOCABULARIES))
         raise ValueError(f"no wrapper-form vocabulary for target {target!r}; valid: {valid}") from None
+
+
+# ---- module form (structured LightningModule-style output) ------------------------------------
+
+
+@dataclass(frozen=True)
+class ModuleVocabulary:
+    """How a target spells the module form: the base class, the trainer and their imports.
+
+    Entries are code text used by ``migrator.module_form`` (rendered through its jinja2
+    templates and parsed with libcst before anything is written).
+    """
+
+    name: str
+    imports: tuple[str, ...]  # import statements the generated code needs
+    base_class: str  # the generated module subclasses this
+    base_qnames: tuple[str, ...]  # qualified names of the base (a file using one is migrated)
+    trainer: str  # the trainer class as spelled after ``imports``
+    checkpoint: str  # callback writing checkpoints/last.ckpt (resume with ckpt_path="last")
+    # ``{value}`` is a Python number accumulated on this process; the result is the sum over
+    # every process, of the same Python type (the evaluation data is sharded).
+    sum_across_processes: str
+    helpers: str = ""  # extra methods the generated class needs for the entries above
+    trainer_extra: tuple[tuple[str, str], ...] = ()  # Trainer keyword arguments always passed
+    fallback_target: str = "runtime"  # wrapper-form target used when the script does not fit
+    launch_hint: str = "migrate run --devices N script.py"
+
+
+RUNTIME_MODULE = ModuleVocabulary(
+    name="runtime",
+    imports=("from runtime import ModelCheckpoint, TrainModule, Trainer",),
+    base_class="TrainModule",
+    base_qnames=("runtime.TrainModule", "runtime.module.TrainModule"),
+    trainer="Trainer",
+    checkpoint='ModelCheckpoint(dirpath="checkpoints", save_last=True)',
+    # Runtime.all_reduce keeps Python ints ints and floats floats.
+    sum_across_processes='self.trainer.runtime.all_reduce({value}, op="sum")',
+)
+
+LIGHTNING_MODULE = ModuleVocabulary(
+    name="lightning",
+    imports=("import lightning as L", "from lightning.pytorch.callbacks import ModelCheckpoint"),
+    base_class="L.LightningModule",
+    base_qnames=(
+        "lightning.LightningModule",
+        "lightning.pytorch.LightningModule",
+        "lightning.pytorch.core.module.LightningModule",
+        "pytorch_lightning.LightningModule",
+    ),
+    trainer="L.Trainer",
+    checkpoint='ModelCheckpoint(dirpath="checkpoints", save_last=True)',
+    # strategy.reduce works on tensors only (a Python number passes through unreduced).
+    sum_across_processes="self._sum_across_processes({value})",
+    helpers=(
+        "def _sum_across_processes(self, value):\n"
+        "    # each process accumulated its own shard of the evaluation data\n"
+        "    total = self.trainer.strategy.reduce(\n"
+        "        torch.tensor(value, dtype=torch.float64, device=self.device), reduce_op=\"sum\"\n"
+        "    )\n"
+        "    return type(value)(total.item())\n"
+    ),
+    # The sanity validation run would draw from the global RNG before training (every
+    # DataLoader iterator does), shifting the shuffling and dropout of the original script.
+    trainer_extra=(("num_sanity_val_steps", "0"),),
+    fallback_target="fabric",
+    # Lightning reads PL_TRAINER_DEVICES; under torchrun it must equal --nproc-per-node.
+    launch_hint="python script.py (spawns on GPUs) or PL_TRAINER_DEVICES=N torchrun --nproc-per-node N script.py",
+)
+
+MODULE_VOCABULARIES: dict[str, ModuleVocabulary] = {v.name: v for v in (RUNTIME_MODULE, LIGHTNING_MODULE)}

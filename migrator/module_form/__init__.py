@@ -1,0 +1,84 @@
+"""The module form: rewrite the training loop as a LightningModule-style class plus a Trainer, or fall back."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import libcst as cst
+
+from migrator.options import Options
+from migrator.results import FileResult, Finding, Status
+
+
+def migrate_module(module: cst.Module, source: str, path: str, options: Options, suppressed) -> FileResult:
+    """Migrate the parsed ``module`` to ``options.target``'s module form.
+
+    A script whose loop does not fit falls back to the wrapper form (of
+    ``ModuleVocabulary.fallback_target``) with a MIG5xx finding saying why; the file is either
+    converted whole or not at all.
+    """
+    from migrator.analysis import analyse
+    from migrator.module_form.shape import NoFit, analyse_shape
+    from migrator.targets import MODULE_VOCABULARIES
+
+    vocab = MODULE_VOCABULARIES[options.target]
+    facts = analyse(module)
+    if _already_module(facts, vocab):
+        return FileResult(path=path, source=source, output=source, status=Status.UNCHANGED)
+    try:
+        shape = analyse_shape(facts)
+        from migrator.module_form.edit import convert
+
+        output, class_name = convert(facts, shape, vocab)
+    except NoFit as exc:
+        return _fallback(source, path, options, vocab, facts, exc.misfit)
+    _verify(output, path, vocab)
+    line, col = facts.ix.pos(shape.epoch_loop)
+    findings = [Finding(line, col, "MIG501", (
+        f"training loop converted to {class_name}({vocab.base_class}) + {vocab.trainer}: "
+        f"checkpoints/last.ckpt is written every epoch and resumed; run with {vocab.launch_hint}"
+    ))]
+    findings = [f for f in findings if options.wants(f.code) and not suppressed(f.code, f.line)]
+    return FileResult(path=path, source=source, output=output, status=Status.CHANGED, findings=tuple(findings))
+
+
+def _already_module(facts, vocab) -> bool:
+    """A file holding a subclass of the target's module base is already migrated (fixed point)."""
+    ix = facts.ix
+    for cls in ix.classes:
+        for base in cls.bases:
+            if ix.imported_qname(base.value) in vocab.base_qnames:
+                return True
+    return False
+
+
+def _fallback(source, path, options, vocab, facts, misfit) -> FileResult:
+    from migrator.engine import migrate_source
+
+    wrapper = dataclasses.replace(options, form="wrapper", target=vocab.fallback_target)
+    result = migrate_source(source, path, wrapper)
+    line, col = facts.ix.pos(misfit.node)
+    note = Finding(line, col, misfit.code, (
+        f"not converted to the module form: {misfit.reason}; migrated in the wrapper form "
+        f"(--target {vocab.fallback_target}) instead"
+    ), fixed=False)
+    if not options.wants(misfit.code):
+        return result
+    return dataclasses.replace(result, findings=tuple(sorted((*result.findings, note))))
+
+
+def _verify(output: str, path: str, vocab) -> None:
+    """The output parses, compiles, keeps no bare backward, and is recognised as migrated."""
+    from migrator.analysis import analyse
+    from migrator.verify import VerifyError
+
+    try:
+        again = cst.parse_module(output)
+        compile(output, path, "exec", dont_inherit=True)
+    except (cst.ParserSyntaxError, SyntaxError) as exc:
+        raise VerifyError(f"module-form output does not parse/compile: {exc}") from exc
+    facts = analyse(again)
+    if facts.backwards:
+        raise VerifyError("module-form output keeps a bare .backward()")
+    if not _already_module(facts, vocab):
+        raise VerifyError("module-form output is not recognised as migrated (not a fixed point)")

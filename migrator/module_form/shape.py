@@ -1,0 +1,302 @@
+"""Recognise the loop shape the module form can express (epoch loop, batch loops, optimizer) or say why not."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import libcst as cst
+
+from migrator.analysis import Facts
+from migrator.analysis import names as N
+from migrator.module_form.names import usage
+
+
+@dataclass(frozen=True)
+class Misfit:
+    """Why the script cannot become a module: a MIG5xx code, the node it is about, the reason."""
+
+    code: str
+    node: cst.CSTNode
+    reason: str
+
+
+class NoFit(Exception):
+    def __init__(self, code: str, node: cst.CSTNode, reason: str) -> None:
+        super().__init__(reason)
+        self.misfit = Misfit(code, node, reason)
+
+
+@dataclass
+class Phase:
+    """One batch loop written inline in the epoch loop: ``for [i,] <target> in [enumerate(]loader[)]``."""
+
+    loop: cst.For
+    holder: cst.BaseCompoundStatement  # the epoch-loop statement holding it (the loop, or a ``with``)
+    loader: cst.BaseExpression
+    index: str | None
+    target: cst.BaseExpression
+
+
+@dataclass
+class Shape:
+    """Everything the rendering needs, as original nodes."""
+
+    epoch_loop: cst.For
+    epoch_var: str | None
+    epoch_start: str  # code of range()'s start ("0" when absent)
+    max_epochs: str  # code
+    train: Phase
+    val: Phase | None
+    epoch_pre: list[cst.BaseStatement]
+    epoch_mid: list[cst.BaseStatement]  # between the training and the evaluation loop
+    epoch_post: list[cst.BaseStatement]
+    model: str
+    model_class: str | None
+    optimizer: str
+    optimizer_stmt: cst.SimpleStatementLine
+    optimizer_call: cst.Call
+    scheduler: str | None = None
+    scheduler_stmt: cst.SimpleStatementLine | None = None
+    scheduler_call: cst.Call | None = None
+    interval: str = "epoch"
+    loss: cst.BaseExpression | None = None
+    dropped: set[cst.CSTNode] = field(default_factory=set)  # statements the Trainer now does
+    clip: str | None = None  # gradient_clip_val code
+    anchor: cst.CSTNode | None = None  # top-level statement the class goes before
+    scope: cst.FunctionDef | None = None  # function holding the epoch loop (None: module level)
+
+
+_DROP_METHODS = {"train", "eval", "zero_grad", "step"}
+
+
+def analyse_shape(facts: Facts) -> Shape:
+    """The module-form shape of the file, or raise ``NoFit`` naming the first obstacle."""
+    ix = facts.ix
+    _hazards(facts)
+    backs = facts.backwards
+    if not backs:
+        raise NoFit("MIG502", ix.module, "no `loss.backward()` found: there is no training loop to turn into a training_step")
+    if len(backs) > 1 or len(facts.optimizers) > 1:
+        node = backs[1].call if len(backs) > 1 else facts.optimizers[1].call
+        raise NoFit("MIG504", node, "several backward passes or optimizers (GAN-style loop): manual optimization is not generated yet")
+    back = backs[0]
+    loops = [lp for lp in ix.loops_around(back.call)]
+    batch = next((lp for lp in loops if isinstance(lp, cst.For)), None)
+    if batch is None or not isinstance(loops[0], cst.For):
+        raise NoFit("MIG502", back.call, "`backward()` is not directly inside a `for` loop over a DataLoader")
+    train = _phase(facts, batch, "training")
+    epoch = next(iter(ix.loops_around(batch)), None)
+    if epoch is None or ix.function_of(epoch) is not ix.function_of(batch):
+        raise NoFit("MIG502", batch, "the batch loop is not written inside an epoch loop (`for epoch in range(...)`) of the same function")
+    if not isinstance(epoch, cst.For) or not _is_range(ix, epoch.iter):
+        raise NoFit("MIG502", epoch, "the epoch loop is not `for epoch in range(...)`: the Trainer needs a number of epochs")
+    if ix.loops_around(epoch):
+        raise NoFit("MIG502", epoch, "the epoch loop is itself inside a loop")
+    shape = _epoch_parts(facts, epoch, train)
+    _training_body(facts, shape, back)
+    _optimizer(facts, shape)
+    _escapes(facts, shape)
+    return shape
+
+
+def _hazards(facts: Facts) -> None:
+    ix = facts.ix
+    for m in facts.models:
+        if m.manual:
+            raise NoFit("MIG504", m.expr, "parameters are updated by hand (no optimizer): configure_optimizers has nothing to return")
+    for call in ix.calls:
+        f = call.func
+        if isinstance(f, cst.Attribute) and f.attr.value == "step" and call.args and any(
+            o.target is not None and o.target.deep_equals(f.value) for o in facts.optimizers
+        ):
+            raise NoFit("MIG503", call, "`optimizer.step(closure)` (LBFGS-style): the Trainer steps without a closure")
+        q = ix.call_qname(call) or ""
+        if q in N.AUTOCAST or q in N.GRAD_SCALER:
+            raise NoFit("MIG507", call, "autocast / GradScaler in the loop: mixed precision is not converted to a Trainer precision yet")
+
+
+def _is_range(ix, expr: cst.BaseExpression) -> bool:
+    return isinstance(expr, cst.Call) and isinstance(expr.func, cst.Name) and expr.func.value == "range" and 1 <= len(expr.args) <= 2
+
+
+def _phase(facts: Facts, loop: cst.For, what: str) -> Phase:
+    ix = facts.ix
+    it, index, target = loop.iter, None, loop.target
+    if isinstance(it, cst.Call) and isinstance(it.func, cst.Name) and it.func.value == "enumerate" and len(it.args) == 1:
+        if not (isinstance(target, cst.Tuple) and len(target.elements) == 2 and isinstance(target.elements[0].value, cst.Name)):
+            raise NoFit("MIG502", loop, f"the {what} loop's `enumerate` target is not `i, batch`")
+        index, target, it = target.elements[0].value.value, target.elements[1].value, it.args[0].value
+    if not any(ix.inside(r, it) or r is it for ld in facts.loaders for r in (ld.refs or ())) and not any(
+        ix.inside(ld.call, it) for ld in facts.loaders
+    ):
+        raise NoFit("MIG502", loop, f"the {what} loop does not iterate a DataLoader")
+    names = {n.value for n in ix.subtree(target, cst.Name)} if not isinstance(target, cst.Name) else {target.value}
+    if "batch" in names and not isinstance(target, cst.Name) or "batch_idx" in names:
+        raise NoFit("MIG502", loop, f"the {what} loop's target uses the names batch/batch_idx of the step's parameters")
+    for node in ix.subtree(loop.body, (cst.Break, cst.Continue, cst.Return, cst.Yield)):
+        inner = [lp for lp in ix.loops_around(node) if ix.inside(lp, loop.body)]
+        if isinstance(node, (cst.Break, cst.Continue)) and inner:
+            continue  # leaves a loop nested in the step
+        word = type(node).__name__.lower()
+        raise NoFit("MIG503", node, f"`{word}` inside the {what} loop: a {what} step cannot end its epoch early")
+    if loop.orelse is not None:
+        raise NoFit("MIG503", loop, f"`for ... else` on the {what} loop")
+    holder: cst.BaseCompoundStatement = loop
+    owner = ix.parent.get(ix.parent.get(loop))
+    if isinstance(owner, cst.With) and len(owner.body.body) == 1:
+        holder = owner  # ``with torch.no_grad(): for ...``: the Trainer sets no_grad itself
+    return Phase(loop, holder, it, index, target)
+
+
+def _epoch_parts(facts: Facts, epoch: cst.For, train: Phase) -> Shape:
+    ix = facts.ix
+    body = list(epoch.body.body)
+    holder = _direct_child(ix, train.holder, epoch)
+    if holder is not train.holder:
+        raise NoFit("MIG502", train.loop, "the training loop is nested in other statements of the epoch loop")
+    val = None
+    rest: list[cst.BaseStatement] = []
+    for stmt in body[body.index(holder) + 1:]:
+        loop = stmt if isinstance(stmt, cst.For) else (
+            stmt.body.body[0] if isinstance(stmt, cst.With) and len(stmt.body.body) == 1 and isinstance(stmt.body.body[0], cst.For) else None)
+        if val is None and loop is not None and any(loop in ld.loops for ld in facts.loaders):
+            val = _phase(facts, loop, "evaluation")
+            continue
+        rest.append(stmt)
+    if val is not None:
+        mid = body[body.index(holder) + 1: body.index(val.holder)]
+        rest = [s for s in rest if s not in mid]
+        # statements between the loops that only reset accumulators go before validation
+        epoch_mid = mid
+    else:
+        epoch_mid = []
+    target = epoch.target
+    if not isinstance(target, cst.Name):
+        raise NoFit("MIG502", epoch, "the epoch loop variable is not a plain name")
+    rng = epoch.iter
+    args = [a.value for a in rng.args]
+    start, stop = (args[0], args[1]) if len(args) == 2 else (None, args[0])
+    start_code = ix.code(start) if start is not None else "0"
+    stop_code = ix.code(stop)
+    if start is None or start_code == "0":
+        max_epochs = stop_code
+    elif isinstance(stop, cst.BinaryOperation) and isinstance(stop.operator, cst.Add) and ix.code(stop.right) == start_code:
+        max_epochs = ix.code(stop.left)
+    else:
+        max_epochs = f"{stop_code} - {start_code}"
+    scope = ix.function_of(epoch)
+    anchor = epoch
+    for a in ix.ancestors(epoch):
+        if not isinstance(a, cst.Module):
+            anchor = a
+    shape = Shape(
+        epoch_loop=epoch, epoch_var=target.value, epoch_start=start_code, max_epochs=max_epochs,
+        train=train, val=val, epoch_pre=body[: body.index(holder)], epoch_mid=epoch_mid, epoch_post=rest,
+        model="", model_class=None, optimizer="", optimizer_stmt=None, optimizer_call=None,  # type: ignore[arg-type]
+        anchor=ix.statement(anchor) if anchor is not epoch else epoch, scope=scope,
+    )
+    for stmt in body:
+        for node in ix.subtree(stmt, (cst.Break, cst.Continue, cst.Return)):
+            if not any(ix.inside(lp, epoch.body) for lp in ix.loops_around(node)):
+                raise NoFit("MIG503", node, "the epoch loop ends early (`break`/`return`): use an EarlyStopping callback by hand")
+    return shape
+
+
+def _direct_child(ix, node: cst.CSTNode, loop: cst.For) -> cst.CSTNode | None:
+    for stmt in loop.body.body:
+        if stmt is node or ix.inside(node, stmt):
+            return stmt
+    return None
+
+
+def _training_body(facts: Facts, shape: Shape, back) -> None:
+    ix = facts.ix
+    shape.loss = back.loss
+    stmt = ix.statement(back.call)
+    if not (isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1 and isinstance(stmt.body[0], cst.Expr)):
+        raise NoFit("MIG502", back.call, "`backward()` is not a statement of its own")
+    if ix.block_of(stmt) is not shape.train.loop.body:
+        raise NoFit("MIG503", back.call, "`backward()` runs conditionally inside the training loop")
+    shape.dropped.add(stmt)
+    for call in ix.subtree(shape.train.loop.body, cst.Call):
+        q = ix.call_qname(call) or ""
+        if q in N.CLIP:
+            s = ix.statement(call)
+            if N.CLIP[q] != "max_norm" or len(call.args) != 2 or ix.block_of(s) is not shape.train.loop.body:
+                raise NoFit("MIG502", call, "gradient clipping other than `clip_grad_norm_(params, max_norm)` in the loop body")
+            shape.clip = ix.code(call.args[1].value)
+            shape.dropped.add(s)
+
+
+def _optimizer(facts: Facts, shape: Shape) -> None:
+    ix = facts.ix
+    opt = facts.optimizers[0] if facts.optimizers else None
+    if opt is None or not isinstance(opt.target, cst.Name) or len(opt.models) != 1 or not isinstance(opt.models[0], cst.Name):
+        raise NoFit("MIG502", shape.train.loop, "no `optimizer = Optimizer(model.parameters(), ...)` assignment for the trained model")
+    if ix.block_of(opt.stmt) is not ix.block_of(shape.epoch_loop) or ix.order(opt.stmt) > ix.order(shape.epoch_loop):
+        raise NoFit("MIG502", opt.call, "the optimizer is not created before the epoch loop in the same block")
+    shape.optimizer, shape.optimizer_stmt, shape.optimizer_call = opt.target.value, opt.stmt, opt.call
+    shape.model = opt.models[0].value
+    model = facts.model_of(opt.models[0])
+    if model is not None and model.class_def is not None:
+        shape.model_class = model.class_def.name.value
+    loops = (shape.train.loop.body, shape.epoch_loop.body)
+    for call in ix.calls:
+        f = call.func
+        if not (isinstance(f, cst.Attribute) and isinstance(f.value, cst.Name)):
+            continue
+        s = ix.statement(call)
+        is_stmt = isinstance(s, cst.SimpleStatementLine) and len(s.body) == 1 and isinstance(s.body[0], cst.Expr) and s.body[0].value is call
+        in_loop = any(ix.block_of(s) is b for b in loops)
+        if f.value.value == shape.model and f.attr.value in ("train", "eval") and is_stmt and ix.inside(s, shape.epoch_loop):
+            shape.dropped.add(s)
+        elif f.value.value == shape.optimizer and f.attr.value in ("step", "zero_grad") and is_stmt and in_loop:
+            shape.dropped.add(s)
+    for assign in ix.assigns:
+        v = assign.value
+        if (isinstance(v, cst.Call) and v.args and isinstance(v.args[0].value, cst.Name)
+                and v.args[0].value.value == shape.optimizer and len(assign.targets) == 1
+                and isinstance(assign.targets[0].target, cst.Name)
+                and ix.block_of(ix.statement(assign)) is ix.block_of(shape.epoch_loop)):
+            shape.scheduler, shape.scheduler_call = assign.targets[0].target.value, v
+            shape.scheduler_stmt = ix.statement(assign)
+    if shape.scheduler is None:
+        return
+    for call in ix.subtree(shape.epoch_loop, cst.Call):
+        f = call.func
+        if isinstance(f, cst.Attribute) and isinstance(f.value, cst.Name) and f.value.value == shape.scheduler and f.attr.value == "step":
+            s = ix.statement(call)
+            if call.args or not (isinstance(s, cst.SimpleStatementLine) and len(s.body) == 1):
+                raise NoFit("MIG502", call, "the scheduler is stepped with a metric or inside an expression")
+            if ix.block_of(s) is shape.train.loop.body:
+                shape.interval = "step"
+            elif ix.block_of(s) is not shape.epoch_loop.body:
+                raise NoFit("MIG502", call, "the scheduler is stepped conditionally")
+            shape.dropped.add(s)
+
+
+def _escapes(facts: Facts, shape: Shape) -> None:
+    """Values the loop region computes must not be needed after it (they now live in the module)."""
+    ix = facts.ix
+    block = ix.block_of(shape.epoch_loop)
+    body = list(block.body)
+    after = body[body.index(shape.epoch_loop) + 1:]
+    before = body[: body.index(shape.epoch_loop)]
+    bound = set(usage([shape.epoch_loop]).stores)
+    seen: set[str] = set()
+    used_after = set()
+    for kind, name, _ in usage(after).events:  # a load before any new binding after the loop
+        if kind == "load" and name not in seen:
+            used_after.add(name)
+        elif kind != "load":
+            seen.add(name)
+    for name in sorted(bound & used_after):
+        raise NoFit("MIG506", shape.epoch_loop, f"`{name}` is computed by the loop and used after it")
+    gone = {shape.optimizer} | ({shape.scheduler} if shape.scheduler else set())
+    elsewhere = [s for s in before + after if s is not shape.optimizer_stmt and s is not shape.scheduler_stmt]
+    for name in sorted(gone & set(usage(elsewhere).loads)):
+        raise NoFit("MIG506", shape.epoch_loop, f"`{name}` is used outside the loop: configure_optimizers creates it now")
+    if shape.scope is not None:
+        for fn in ix.functions:
+            if fn is not shape.scope and ix.inside(fn, shape.scope):
+                raise NoFit("MIG502", fn, "a nested function in the function holding the loop")

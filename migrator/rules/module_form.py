@@ -1,0 +1,163 @@
+"""MIG5xx: the module form (`--form module`) - converted, or why the script fell back to the wrapper form.
+
+These classes document the codes (``migrate --explain``); ``migrator.module_form`` emits them,
+they plan nothing in the wrapper form.
+"""
+
+from __future__ import annotations
+
+from migrator.rules.base import Rule
+
+
+class ConvertedToModule(Rule):
+    """The training loop became a module class driven by a Trainer.
+
+    **What**: `--form module` turns `for epoch in range(E):` with a DataLoader batch loop into a
+    generated class (`L.LightningModule` for `--target lightning`, `runtime.TrainModule` for
+    `--target runtime`) that wraps the script's model as `self.model`: the batch loop body is
+    `training_step` (returning the loss), the evaluation loop `validation_step` (its
+    accumulators are summed over processes and logged), statements around the loops become
+    `on_train_epoch_start` / `on_validation_epoch_start` / `on_validation_epoch_end`, the
+    optimizer and scheduler `configure_optimizers` (interval kept), `clip_grad_norm_` the
+    Trainer's `gradient_clip_val`. The loop is replaced by `Trainer(max_epochs=E, ...)` and
+    `trainer.fit(Module(model), train_loader, val_loader, ckpt_path="last")`; nothing else in
+    the file changes.
+
+    **Why**: the Trainer brings checkpointing and resume, logging, early stopping, LR
+    scheduling, accumulation and clipping on every strategy without editing the loop again.
+
+    **Before**:
+    ```python
+    for epoch in range(args.epochs):
+        for x, y in loader:
+            loss = F.mse_loss(model(x), y)
+            loss.backward(); optimizer.step(); optimizer.zero_grad()
+    ```
+    **After**:
+    ```python
+    class NetModule(L.LightningModule):
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            loss = F.mse_loss(self.model(x), y)
+            return loss
+    trainer = L.Trainer(max_epochs=args.epochs, ...)
+    trainer.fit(NetModule(model), loader, ckpt_path="last")
+    ```
+    """
+
+    code = "MIG501"
+    name = "module-form-converted"
+    summary = "training loop converted to a module class + Trainer"
+
+
+class NoRecognisableLoop(Rule):
+    """No loop the module form can express: the file is migrated in the wrapper form instead.
+
+    **What**: the module form needs one `for epoch in range(...)` loop holding a `for` over a
+    DataLoader with one `loss.backward()`, and one `optimizer = Opt(model.parameters(), ...)`
+    created before it in the same block. Batchified tensors without a DataLoader, loops in
+    helper functions or methods, `while` epoch loops and optimizers created elsewhere do not
+    fit.
+
+    **Why**: a half-converted file is worse than none; the wrapper form keeps the script's
+    shape and still runs distributed.
+
+    **Before**: `for i in range(0, data.size(0), bptt): ...`  **After**: wrapper form; finding
+    says which part did not fit.
+    """
+
+    code = "MIG502"
+    name = "module-form-no-loop"
+    summary = "no loop the module form can express: migrated in the wrapper form"
+
+
+class StepCannotExpress(Rule):
+    """Control flow a training step cannot express: migrated in the wrapper form instead.
+
+    **What**: `break` / `continue` / `return` in the batch loop (e.g. a loss-threshold exit or
+    a dry-run flag), `break` out of the epoch loop, `optimizer.step(closure)` (LBFGS) and a
+    conditional `backward()`.
+
+    **Why**: the Trainer owns the loops; a step returns one loss per batch and cannot leave
+    its epoch, and the Trainer steps optimizers without a closure.
+
+    **Before**: `if loss.item() < tol: break`  **After**: wrapper form, unchanged control flow.
+    """
+
+    code = "MIG503"
+    name = "module-form-control-flow"
+    summary = "control flow a training step cannot express: migrated in the wrapper form"
+
+
+class ManualOptimization(Rule):
+    """Several optimizers / backward passes, or parameters updated by hand.
+
+    **What**: GAN-style loops (two optimizers, several `backward()` calls) and manual SGD on
+    `p.data` without an optimizer are migrated in the wrapper form.
+
+    **Why**: they need manual optimization (`self.automatic_optimization = False`), which the
+    generator does not write yet; `configure_optimizers` has nothing to return for manual SGD.
+
+    **Before**: `errD.backward(); optD.step(); errG.backward(); optG.step()`  **After**:
+    wrapper form.
+    """
+
+    code = "MIG504"
+    name = "module-form-manual-optimization"
+    summary = "several optimizers or hand-written updates: migrated in the wrapper form"
+
+
+class CarriedState(Rule):
+    """State carried across batches in the loop (e.g. an RNN hidden state) does not fit a step.
+
+    **What**: a variable initialised before the batch loop and re-assigned from its own value
+    inside it (`hidden = repackage_hidden(hidden)`) is reported and the file migrated in the
+    wrapper form.
+
+    **Why**: steps are independent calls; carrying state silently through module attributes
+    breaks under resume and sharded data.
+
+    **Before**: `hidden = model.init_hidden(bsz)` ... `output, hidden = model(data, hidden)`
+    **After**: wrapper form.
+    """
+
+    code = "MIG505"
+    name = "module-form-carried-state"
+    summary = "state carried across batches: migrated in the wrapper form"
+
+
+class LoopResultUsedAfter(Rule):
+    """A value computed in the loop (or the optimizer) is used after it.
+
+    **What**: names the loop binds and later code reads (`best_acc` printed after training),
+    or an optimizer/scheduler used outside the loop (saved in a checkpoint), keep the file in
+    the wrapper form.
+
+    **Why**: after the conversion those values live inside the module and Trainer; the
+    later code would read stale or undefined names.
+
+    **Before**: `for epoch in ...: best = max(best, acc)` then `print(best)`  **After**:
+    wrapper form.
+    """
+
+    code = "MIG506"
+    name = "module-form-escaping-value"
+    summary = "loop values used after the loop: migrated in the wrapper form"
+
+
+class PrecisionNotConverted(Rule):
+    """Autocast / GradScaler loops are kept in the wrapper form.
+
+    **What**: a loop using `torch.autocast` or a `GradScaler` is migrated in the wrapper form
+    (MIG205 maps it onto the wrapper's precision).
+
+    **Why**: turning it into `Trainer(precision=...)` needs the scaler's unscale/clip order
+    rewritten, which the generator does not do yet.
+
+    **Before**: `with torch.autocast("cuda"): loss = ...; scaler.scale(loss).backward()`
+    **After**: wrapper form.
+    """
+
+    code = "MIG507"
+    name = "module-form-mixed-precision"
+    summary = "mixed precision in the loop: migrated in the wrapper form"
