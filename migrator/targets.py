@@ -236,7 +236,7 @@ LIGHTNING_MODULE = ModuleVocabulary(
     sum_across_processes="self._sum_across_processes({value})",
     helpers=(
         "def _sum_across_processes(self, value):\n"
-        "    # each process accumulated its own shard of the evaluation data\n"
+        "    # each process summed over its own shard of the data\n"
         "    total = self.trainer.strategy.reduce(\n"
         "        torch.tensor(value, dtype=torch.float64, device=self.device), reduce_op=\"sum\"\n"
         "    )\n"

@@ -11,18 +11,18 @@ from migrator.targets import ModuleVocabulary
 
 
 class _Splice(cst.CSTTransformer):
-    """Replace / remove original statements (keyed by identity) and insert imports."""
+    """Replace / remove original statements (keyed by identity), insert statements around others."""
 
-    def __init__(self, replace: dict[int, list[cst.BaseStatement]], remove: set[int]) -> None:
-        self.replace, self.remove = replace, remove
+    def __init__(self, replace: dict[int, list], remove: set[int], before: dict[int, list], after: dict[int, list]) -> None:
+        self.replace, self.remove, self.before, self.after = replace, remove, before, after
 
     def on_leave(self, original: cst.CSTNode, updated: cst.CSTNode):
-        if id(original) in self.remove:
+        key = id(original)
+        if key in self.remove:
             return cst.RemoveFromParent()
-        new = self.replace.get(id(original))
-        if new is not None:
-            return cst.FlattenSentinel(new)
-        return updated
+        if key not in self.replace and key not in self.before and key not in self.after:
+            return updated
+        return cst.FlattenSentinel([*self.before.get(key, ()), *self.replace.get(key, [updated]), *self.after.get(key, ())])
 
 
 def convert(facts: Facts, shape: Shape, vocab: ModuleVocabulary) -> tuple[str, str]:
@@ -37,11 +37,9 @@ def convert(facts: Facts, shape: Shape, vocab: ModuleVocabulary) -> tuple[str, s
     comments = [ln for ln in loop.leading_lines if ln.comment is not None]
     lead = (blank if shape.anchor is loop else list(loop.leading_lines[: len(loop.leading_lines) - len(comments)]))
     fit[0] = fit[0].with_changes(leading_lines=[*lead, *comments, *fit[0].leading_lines])
-    replace: dict[int, list[cst.BaseStatement]] = {id(loop): fit}
-    if shape.anchor is loop:
-        replace[id(loop)] = [*klass, *fit]
-    else:
-        replace[id(shape.anchor)] = [*klass, shape.anchor]
+    replace: dict[int, list] = {id(loop): fit}
+    before: dict[int, list] = {id(shape.anchor): klass}
+    after: dict[int, list] = {}
     remove = {id(shape.optimizer_stmt)} | ({id(shape.scheduler_stmt)} if shape.scheduler_stmt is not None else set())
     imports = [cst.parse_statement(line + "\n") for line in vocab.imports]
     if "torch.tensor(" in rendered.class_code and not _imports_torch(ix):
@@ -50,18 +48,12 @@ def convert(facts: Facts, shape: Shape, vocab: ModuleVocabulary) -> tuple[str, s
     for stmt in ix.module.body:
         if isinstance(stmt, cst.SimpleStatementLine) and all(isinstance(s, (cst.Import, cst.ImportFrom)) for s in stmt.body):
             last_import = stmt
-    if last_import is None:
-        raise_at = ix.module.body[0] if ix.module.body else None
-        if raise_at is None:
-            from migrator.module_form.shape import NoFit
-
-            raise NoFit("MIG502", ix.module, "empty file")
-        replace.setdefault(id(raise_at), [raise_at])
-        replace[id(raise_at)] = [*imports, *replace[id(raise_at)]]
-    else:
-        existing = replace.get(id(last_import), [last_import])
-        replace[id(last_import)] = [*existing, *imports]
-    out = ix.module.visit(_Splice(replace, remove))
+    if last_import is not None:
+        after[id(last_import)] = imports
+    else:  # no imports at all: they go first (after a module docstring would be nicer; rare)
+        first = ix.module.body[0]
+        before[id(first)] = [*imports, *before.get(id(first), ())]
+    out = ix.module.visit(_Splice(replace, remove, before, after))
     return out.code, rendered.class_name
 
 

@@ -85,6 +85,7 @@ def analyse_shape(facts: Facts) -> Shape:
     if batch is None or not isinstance(loops[0], cst.For):
         raise NoFit("MIG502", back.call, "`backward()` is not directly inside a `for` loop over a DataLoader")
     train = _phase(facts, batch, "training")
+    _carried_state(train)
     epoch = next(iter(ix.loops_around(batch)), None)
     if epoch is None or ix.function_of(epoch) is not ix.function_of(batch):
         raise NoFit("MIG502", batch, "the batch loop is not written inside an epoch loop (`for epoch in range(...)`) of the same function")
@@ -97,6 +98,17 @@ def analyse_shape(facts: Facts) -> Shape:
     _optimizer(facts, shape)
     _escapes(facts, shape)
     return shape
+
+
+def _carried_state(phase: Phase) -> None:
+    """A name the batch loop re-binds from its own previous value (an RNN hidden state)."""
+    u = usage(phase.loop.body.body)
+    bound = set(usage([cst.Expr(phase.target)]).loads) | ({phase.index} if phase.index else set())
+    for kind, name, node in u.events:
+        if kind == "load" and name not in bound and name in u.assigned:
+            raise NoFit("MIG505", node, f"`{name}` is carried from one batch to the next: a training step sees one batch only")
+        if kind != "load":
+            bound.add(name)
 
 
 def _hazards(facts: Facts) -> None:
@@ -248,9 +260,7 @@ def _optimizer(facts: Facts, shape: Shape) -> None:
         s = ix.statement(call)
         is_stmt = isinstance(s, cst.SimpleStatementLine) and len(s.body) == 1 and isinstance(s.body[0], cst.Expr) and s.body[0].value is call
         in_loop = any(ix.block_of(s) is b for b in loops)
-        if f.value.value == shape.model and f.attr.value in ("train", "eval") and is_stmt and ix.inside(s, shape.epoch_loop):
-            shape.dropped.add(s)
-        elif f.value.value == shape.optimizer and f.attr.value in ("step", "zero_grad") and is_stmt and in_loop:
+        if f.value.value == shape.model and f.attr.value in ("train", "eval") and is_stmt and ix.inside(s, shape.epoch_loop) or f.value.value == shape.optimizer and f.attr.value in ("step", "zero_grad") and is_stmt and in_loop:
             shape.dropped.add(s)
     for assign in ix.assigns:
         v = assign.value
