@@ -203,7 +203,10 @@ class ModuleVocabulary:
     # ``{value}`` is a Python number accumulated on this process; the result is the sum over
     # every process, of the same Python type (the evaluation data is sharded).
     sum_across_processes: str
-    helpers: str = ""  # extra methods the generated class needs for the entries above
+    sum_helper: str = ""  # extra method ``sum_across_processes`` needs
+    # methods always generated: (lightning) the RNG state travels with checkpoints so that a
+    # resumed run shuffles and drops out exactly as the uninterrupted one (the runtime does it).
+    helpers: str = ""
     trainer_extra: tuple[tuple[str, str], ...] = ()  # Trainer keyword arguments always passed
     fallback_target: str = "runtime"  # wrapper-form target used when the script does not fit
     launch_hint: str = "migrate run --devices N script.py"
@@ -235,6 +238,15 @@ LIGHTNING_MODULE = ModuleVocabulary(
     # strategy.reduce works on tensors only (a Python number passes through unreduced).
     sum_across_processes="self._sum_across_processes({value})",
     helpers=(
+        "def on_save_checkpoint(self, checkpoint):\n"
+        "    # resume continues the random stream (shuffling, dropout) of the interrupted run\n"
+        '    checkpoint["torch_rng_state"] = torch.get_rng_state()\n'
+        "\n"
+        "def on_load_checkpoint(self, checkpoint):\n"
+        '    if "torch_rng_state" in checkpoint:\n'
+        '        torch.set_rng_state(checkpoint["torch_rng_state"])\n'
+    ),
+    sum_helper=(
         "def _sum_across_processes(self, value):\n"
         "    # each process summed over its own shard of the data\n"
         "    total = self.trainer.strategy.reduce(\n"

@@ -42,7 +42,7 @@ def convert(facts: Facts, shape: Shape, vocab: ModuleVocabulary) -> tuple[str, s
     after: dict[int, list] = {}
     remove = {id(shape.optimizer_stmt)} | ({id(shape.scheduler_stmt)} if shape.scheduler_stmt is not None else set())
     imports = [cst.parse_statement(line + "\n") for line in vocab.imports]
-    if "torch.tensor(" in rendered.class_code and not _imports_torch(ix):
+    if "torch." in rendered.class_code and not _imports_torch(ix):
         imports.insert(0, cst.parse_statement("import torch\n"))
     last_import = None
     for stmt in ix.module.body:
