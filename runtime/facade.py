@@ -35,8 +35,6 @@ def _strategy_name(requested: str, env: Environment) -> str:
     if name == "auto":
         return "ddp" if env.world_size > 1 else "single"
     STRATEGIES.get(name)  # raises, listing the valid names
-    if name != "single" and not env.distributed:
-        return name  # fsdp/ddp/deepspeed without a launcher: the strategy explains the fix
     return name
 
 

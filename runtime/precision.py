@@ -69,7 +69,8 @@ class Precision:
 PRECISIONS.register("32-true")(Precision)
 
 
-def _cast_floats(data: Any, dtype: torch.dtype) -> Any:
+def cast_floats(data: Any, dtype: torch.dtype) -> Any:
+    """Cast every floating tensor in ``data`` (nested containers too) to ``dtype``."""
     return apply_to_tensors(data, lambda t: t.to(dtype) if torch.is_floating_point(t) else t)
 
 
@@ -83,7 +84,7 @@ class MixedPrecision(Precision):
 
     def convert_output(self, data: Any) -> Any:
         # Losses computed outside the model then run in fp32, as in the original script.
-        return _cast_floats(data, torch.get_default_dtype())
+        return cast_floats(data, torch.get_default_dtype())
 
 
 @PRECISIONS.register("bf16-mixed")
@@ -143,7 +144,7 @@ class BF16True(Precision):
         return module.to(torch.bfloat16)
 
     def convert_input(self, data: Any) -> Any:
-        return _cast_floats(data, torch.bfloat16)
+        return cast_floats(data, torch.bfloat16)
 
 
 def create_precision(name: str, device_type: str) -> Precision:

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from runtime.precision import cast_floats
 from runtime.registry import STRATEGIES
 from runtime.strategies.base import Strategy
 
@@ -106,11 +107,7 @@ class DeepSpeedStrategy(Strategy):
     def convert_input(self, data: Any) -> Any:
         dtype = {"bf16-mixed": torch.bfloat16, "bf16-true": torch.bfloat16}.get(
             self.precision.name)
-        if dtype is None:
-            return data
-        from runtime.data import apply_to_tensors
-
-        return apply_to_tensors(data, lambda t: t.to(dtype) if t.is_floating_point() else t)
+        return data if dtype is None else cast_floats(data, dtype)
 
     def backward(self, tensor: torch.Tensor, module: torch.nn.Module | None, *args: Any,
                  **kwargs: Any) -> None:
