@@ -1,0 +1,193 @@
+"""--form module end to end (runtime and lightning): 1-process parity, 2 processes, resume, early stopping, fallbacks."""
+
+from __future__ import annotations
+
+import re
+import sys
+from functools import cache
+from pathlib import Path
+
+import pytest
+from conftest import FIXTURES, child_env, run_cmd, torchrun  # tests/conftest.py
+
+from ._harness import (
+    DIST_TIMEOUT,
+    SINGLE_TIMEOUT,
+    Run,
+    check_ranks_started,
+    describe,
+    fresh_dir,
+    original_train,
+    probed_env,
+    rank_stdout,
+    read_probe,
+    reports_match,
+    run_distributed,
+    run_single,
+    writers,
+)
+from ._specs import SPECS
+
+TARGETS = ("runtime", "lightning")
+BIN = Path(sys.executable).parent
+
+# Every whole script that fits the module form, with the lines that report its numbers. Of
+# fixtures/scripts only notebook_style fits (mnist_cnn: `break` under --dry-run; class_trainer:
+# loops in methods; dcgan: two optimizers; see test_scripts_that_do_not_fit_fall_back);
+# inline_classifier (fixtures/module) adds a function-local loop with StepLR and clipping.
+FITTING = {
+    "notebook_style": (
+        FIXTURES / "scripts" / "notebook_style.py", ("--epochs", "2"),
+        re.compile(r"loss: +[\d.]+ +\[ *\d+/ *\d+\]|Accuracy: [\d.]+% \(\d+/\d+\)"),
+    ),
+    "inline_classifier": (
+        FIXTURES / "module" / "inline_classifier" / "input.py", ("--epochs", "2"),
+        re.compile(r"epoch \d+ (?:batch \d+ loss [\d.]+|val_loss [\d.]+ correct \d+/\d+)"),
+    ),
+}
+CASES = [pytest.param(n, t, id=f"{n}-{t}") for n in FITTING for t in TARGETS]
+
+
+@cache
+def migrated(name: str, target: str) -> Path:
+    """The module-form migration of a fitting script (MIG501 required)."""
+    from migrator.engine import migrate_source
+    from migrator.options import Options
+
+    path = FITTING[name][0]
+    result = migrate_source(path.read_text(), str(path), Options(target=target, form="module"))
+    codes = {f.code for f in result.findings}
+    assert "MIG501" in codes, (result.reason, result.traceback, result.findings)
+    out = fresh_dir(f"module-{name}-{target}") / f"{name}.py"
+    out.write_text(result.output)
+    return out
+
+
+@cache
+def original(name: str) -> Run:
+    path, args, _ = FITTING[name]
+    run = original_train(name) if name in SPECS and SPECS[name].train_args == args else run_single(path, args, f"orig-{name}")
+    run.check_ok(f"original {name}")
+    return run
+
+
+def report(text: str, name: str) -> list[str]:
+    # Lightning's progress bar shares stdout (no TTY still draws), so match the report itself
+    return FITTING[name][2].findall(text)
+
+
+@pytest.mark.parametrize(("name", "target"), CASES)
+def test_one_process_reproduces_the_original_losses(name: str, target: str) -> None:
+    """Same operations in the same order (shuffling, dropout, clipping, scheduler): exact equality."""
+    script = migrated(name, target)
+    run = run_single(script, FITTING[name][1], f"mod1-{name}-{target}")
+    run.check_ok(f"module-form {name} ({target})")
+    expected = report(original(name).proc.stdout, name)
+    assert expected, "the original printed no report lines"
+    assert report(run.proc.stdout, name) == expected
+    assert (run.cwd / "checkpoints" / "last.ckpt").exists()
+
+
+def run_two(script: Path, args: tuple[str, ...], target: str, label: str) -> Run:
+    """2 CPU processes under torchrun; lightning takes its device count from PL_TRAINER_DEVICES."""
+    if target == "runtime":
+        return run_distributed("torchrun", script, args, label)
+    cwd, probe_dir = fresh_dir(label), fresh_dir(f"probe-{label}")
+    env = probed_env(probe_dir)
+    env["PL_TRAINER_DEVICES"] = "2"  # Lightning under torchrun needs devices == --nproc-per-node
+    proc = torchrun(script, *args, timeout=DIST_TIMEOUT, cwd=cwd, env=env)
+    return Run(proc, cwd, probe_dir, read_probe(probe_dir))
+
+
+@pytest.mark.parametrize(("name", "target"), CASES)
+def test_two_processes_complete_print_once_write_once(name: str, target: str) -> None:
+    script = migrated(name, target)
+    run = run_two(script, FITTING[name][1], target, f"mod2-{name}-{target}")
+    run.check_ok(f"module-form {name} ({target}) on 2 processes")
+    check_ranks_started(run, script)
+    lines = report(run.proc.stdout, name)
+    one = report(original(name).proc.stdout, name)
+    # every report line once (rank 0); the per-batch lines halve: each rank sees half the batches
+    assert len([x for x in lines if "ccura" in x or "val_loss" in x]) == len([x for x in one if "ccura" in x or "val_loss" in x])
+    assert report(rank_stdout(run, "1"), name) == []
+    ckpts = {p: r for p, r in writers(run).items() if p.startswith("checkpoints")}
+    assert any(p.endswith("last.ckpt") for p in ckpts), sorted(writers(run))
+    assert all(r == {"0"} for r in ckpts.values()), ckpts
+    if name == "notebook_style":  # 80 test samples: every one counted once over both ranks
+        assert all(line.endswith("/80)") for line in lines if "ccura" in line), lines
+
+
+def _checkpoint(path: Path, target: str):
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    weights = state["model"] if target == "runtime" else state["state_dict"]
+    return state["global_step"], weights
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_resume_from_last_checkpoint_matches_uninterrupted_run(target: str) -> None:
+    """inline_classifier: 4 epochs at once vs 2 epochs then a re-run to 4 (ckpt_path="last")."""
+    script = migrated("inline_classifier", target)
+    whole = fresh_dir(f"resume-whole-{target}")
+    parts = fresh_dir(f"resume-parts-{target}")
+    env = child_env()
+    runs = [
+        run_cmd([sys.executable, str(script), "--epochs", epochs], timeout=SINGLE_TIMEOUT, cwd=cwd, env=env)
+        for cwd, epochs in ((whole, "4"), (parts, "2"), (parts, "4"))
+    ]
+    for proc in runs:
+        assert proc.returncode == 0, describe(proc)
+    val = re.compile(r"epoch (\d+) val_loss [\d.]+")
+    full = val.findall(runs[0].stdout)
+    first, resumed = val.findall(runs[1].stdout), val.findall(runs[2].stdout)
+    assert (full, first, resumed) == (["1", "2", "3", "4"], ["1", "2"], ["3", "4"])
+    assert re.findall(r"epoch 4 val_loss [\d.]+", runs[2].stdout) == re.findall(r"epoch 4 val_loss [\d.]+", runs[0].stdout)
+    step_a, weights_a = _checkpoint(whole / "checkpoints" / "last.ckpt", target)
+    step_b, weights_b = _checkpoint(parts / "checkpoints" / "last.ckpt", target)
+    assert step_a == step_b == 4 * 16  # 256 samples / batch 16, 4 epochs: the step count continued
+    import torch
+
+    assert weights_a.keys() == weights_b.keys()
+    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+
+
+_EARLY_STOP_IMPORT = {
+    "runtime": "from runtime import EarlyStopping\n",
+    "lightning": "from lightning.pytorch.callbacks import EarlyStopping\n",
+}
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_early_stopping_on_the_logged_validation_metric(target: str) -> None:
+    """With lr=0 the logged `val_loss` never improves: patience=2 stops after epoch 3 of 10."""
+    text = migrated("inline_classifier", target).read_text()
+    assert 'self.log("val_loss", self.val_loss, sync_dist=True)' in text
+    text = text.replace("callbacks=[", 'callbacks=[EarlyStopping(monitor="val_loss", patience=2), ', 1)
+    text = text.replace("\n\n\nclass Classifier(", "\n" + _EARLY_STOP_IMPORT[target] + "\n\nclass Classifier(", 1)
+    script = fresh_dir(f"early-{target}") / "early.py"
+    script.write_text(text)
+    run = run_single(script, ("--epochs", "10", "--lr", "0"), f"early-run-{target}")
+    run.check_ok(f"early stopping ({target})")
+    epochs = re.findall(r"epoch (\d+) val_loss ([\d.]+)", run.proc.stdout)
+    assert [e for e, _ in epochs] == ["1", "2", "3"]
+    assert len({v for _, v in epochs}) == 1  # the metric really stalled
+
+
+@pytest.mark.parametrize(("name", "code"), [("lbfgs_fit", "MIG503"), ("lstm_lm", "MIG504")])
+@pytest.mark.parametrize("target", TARGETS)
+def test_scripts_that_do_not_fit_fall_back(name: str, code: str, target: str) -> None:
+    """The CLI reports why and writes the wrapper form, which still prints the original's numbers."""
+    out = fresh_dir(f"fallback-{name}-{target}") / f"{name}.py"
+    proc = run_cmd(
+        [str(BIN / "migrate"), str(SPECS[name].path), "--target", target, "--form", "module", "-o", str(out)],
+        timeout=SINGLE_TIMEOUT, env=child_env(),
+    )
+    assert proc.returncode == 0, describe(proc)
+    assert f"{code} not converted to the module form" in proc.stdout + proc.stderr
+    text = out.read_text()
+    assert "training_step" not in text and ("Runtime()" in text or "Fabric()" in text)
+    run = run_single(out, SPECS[name].train_args, f"fallback-run-{name}-{target}")
+    run.check_ok(f"fallback {name} ({target})")
+    diff = reports_match(original_train(name).proc.stdout, run.proc.stdout)
+    assert diff is None, diff
