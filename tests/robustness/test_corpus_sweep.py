@@ -23,10 +23,9 @@ WORKERS = 2
 # Per (file, target) limit: the largest torch file is ~28,000 lines; a healthy engine needs a
 # few seconds for it even on a loaded machine. Past this the file is reported, not waited for.
 FILE_LIMIT_S = 120
-# No finished chunk for this long means a worker is stuck where the alarm cannot reach it
-# (native code): kill the pool and name the files in flight.
-STALL_LIMIT_S = 300
-CHUNK = 8
+# Files go to workers in chunks of about this many bytes (a big file alone), so that no
+# chunk holds several slow files and the stall watchdog below stays tight.
+CHUNK_BYTES = 200_000
 
 
 class FileTimeout(BaseException):
@@ -108,10 +107,27 @@ def _kill_workers() -> None:
         os.kill(child.pid, signal.SIGKILL)
 
 
+def _chunks(files: list[Path]) -> list[list[str]]:
+    """Biggest files first (the tail stays short), grouped up to ``CHUNK_BYTES`` per chunk."""
+    chunks: list[list[str]] = []
+    size = CHUNK_BYTES
+    for path in sorted(files, key=lambda p: p.stat().st_size, reverse=True):
+        n = path.stat().st_size
+        if size + n > CHUNK_BYTES or len(chunks[-1]) >= 16:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(str(path))
+        size += n
+    return chunks
+
+
 def run_sweep(files: list[Path], targets: list[str]) -> tuple[list[FileRecord], float]:
     """Run the sweep on ``WORKERS`` processes, biggest files first so the tail stays short."""
-    by_size = sorted(files, key=lambda p: p.stat().st_size, reverse=True)
-    chunks = [[str(p) for p in by_size[i : i + CHUNK]] for i in range(0, len(by_size), CHUNK)]
+    chunks = _chunks(files)
+    # Chunks are small (one big file, or a few small ones), so one normally finishes within a
+    # file's limit; none finishing for this long means a worker is stuck where the alarm
+    # cannot reach it (native code): kill the pool and name the files in flight.
+    stall_limit = 2 * FILE_LIMIT_S * len(targets) + 60
     started = time.perf_counter()
     records: list[FileRecord] = []
     ctx = multiprocessing.get_context("fork" if hasattr(os, "fork") else "spawn")
@@ -120,10 +136,10 @@ def run_sweep(files: list[Path], targets: list[str]) -> tuple[list[FileRecord], 
     try:
         pending = {pool.submit(_sweep_chunk, chunk, targets): chunk for chunk in chunks}
         while pending:
-            done, _ = cf.wait(pending, timeout=STALL_LIMIT_S, return_when=cf.FIRST_COMPLETED)
+            done, _ = cf.wait(pending, timeout=stall_limit, return_when=cf.FIRST_COMPLETED)
             if not done:
                 running = [c for f, c in pending.items() if f.running()]
-                pytest.fail(f"no progress for {STALL_LIMIT_S}s; chunks in flight: {running}")
+                pytest.fail(f"no progress for {stall_limit}s; chunks in flight: {running}")
             for future in done:
                 records += future.result()
                 del pending[future]
