@@ -159,6 +159,11 @@ def _check_reinforce(path: Path) -> None:
     _state_dict_into(lambda: definitions("reinforce")["Policy"]())(path)
 
 
+def _check_sensor(path: Path) -> None:
+    nn = _torch().nn
+    _state_dict_into(lambda: nn.Sequential(nn.Linear(3, 32), nn.Tanh(), nn.Linear(32, 1)))(path)
+
+
 @dataclass(frozen=True)
 class Spec:
     """How the e2e tests drive one script.
@@ -236,5 +241,8 @@ SPECS = {
             },
         ),
         Spec("reinforce", ("--epochs", "300"), {"policy.pt": _check_reinforce}),
+        # Sharded without shuffling, rank 0 gets the noisy sensor and rank 1 the precise one:
+        # their epoch losses cross --stop-loss at different epochs (a per-rank loop exit).
+        Spec("sensor_regression", ("--epochs", "40"), {"regressor.pt": _check_sensor}),
     ]
 }
