@@ -1,6 +1,6 @@
 """Turn a junit XML of the e2e tests into tests/e2e/STATUS.md (script x target table, first failing reason).
 
-Usage: python -m pytest tests/e2e --junitxml=/tmp/e2e.xml; python tests/e2e/make_status.py /tmp/e2e.xml
+Usage: python -m pytest tests/e2e --junitxml=/tmp/e2e.xml; python tests/e2e/make_status.py /tmp/e2e.xml [later.xml ...]
 """
 
 from __future__ import annotations
@@ -49,11 +49,20 @@ def first_reason(case: ET.Element) -> str:
     return ""
 
 
-def main(xml_path: str) -> None:
+def latest_cases(xml_paths: list[str]) -> list[ET.Element]:
+    """Test cases of every report; a test present in several reports keeps its last result."""
+    cases: dict[tuple[str, str], ET.Element] = {}
+    for path in xml_paths:
+        for case in ET.parse(path).getroot().iter("testcase"):
+            cases[(case.get("classname", ""), case.get("name", ""))] = case
+    return list(cases.values())
+
+
+def main(xml_paths: list[str]) -> None:
     rows: dict[tuple[str, str], dict[str, list[str]]] = {}
     failures: list[str] = []
     originals: list[str] = []
-    for case in ET.parse(xml_path).getroot().iter("testcase"):
+    for case in latest_cases(xml_paths):
         func, _, param = case.get("name", "").partition("[")
         param = param.rstrip("]")
         reason = first_reason(case)
@@ -102,4 +111,4 @@ def main(xml_path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1:])
