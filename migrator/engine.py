@@ -40,6 +40,9 @@ def _migrate(source: str, path: str, options: Options) -> FileResult:
         module = cst.parse_module(source)
     except cst.ParserSyntaxError as exc:
         return _result(path, source, Status.FAILED, reason=f"syntax error: {exc.message} (line {exc.raw_line})")
+    problem = _not_python_here(source, path)
+    if problem:  # libcst parses newer syntax than this Python compiles: verify would call it a bug
+        return _result(path, source, Status.FAILED, reason=problem)
     if options.form == "module":  # structured-module form (falls back to the wrapper form itself)
         from migrator.module_form import migrate_module
 
@@ -59,6 +62,22 @@ def _migrate(source: str, path: str, options: Options) -> FileResult:
 
     verify(output, path, replan)
     return _result(path, source, Status.CHANGED, output=output, findings=tuple(findings))
+
+
+def _not_python_here(source: str, path: str) -> str | None:
+    """Why this interpreter cannot compile ``source`` (parser level, ~2 ms per 1,000 lines)."""
+    import ast
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # invalid escapes etc. are the user's business
+            compile(source, path, "exec", flags=ast.PyCF_ONLY_AST, dont_inherit=True)
+    except SyntaxError as exc:
+        return f"syntax error: {exc.msg} (line {exc.lineno})"
+    except ValueError as exc:
+        return f"cannot parse: {exc}"
+    return None
 
 
 def _plan(module, options: Options, suppressed):
