@@ -15,6 +15,8 @@ from runtime.data import apply_to_tensors
 from runtime.wrappers import WrappedOptimizer, unwrap_module
 
 PREFIXES = ("module.", "_orig_mod.")
+# Wrapped optimizers count too: DeepSpeed's ZeRO optimizers are not torch Optimizers.
+OPTIMIZERS = (torch.optim.Optimizer, WrappedOptimizer)
 
 
 def strip_prefixes(state_dict: Any) -> Any:
@@ -38,7 +40,7 @@ def _original_optimizer(opt: Any) -> Any:
 def holds_modules(state: Any) -> bool:
     """Whether ``state`` (or its top-level values) holds modules or optimizers."""
     values = state.values() if isinstance(state, dict) else [state]
-    return any(isinstance(v, (torch.nn.Module, torch.optim.Optimizer)) for v in values)
+    return any(isinstance(v, (torch.nn.Module, *OPTIMIZERS)) for v in values)
 
 
 def _full_tensor(t: torch.Tensor) -> torch.Tensor:
@@ -49,7 +51,7 @@ def _full_tensor(t: torch.Tensor) -> torch.Tensor:
 def _saveable(value: Any, strategy: Any) -> Any:
     if isinstance(value, torch.nn.Module):
         return strategy.module_state_dict(unwrap_module(value))
-    if isinstance(value, torch.optim.Optimizer):
+    if isinstance(value, OPTIMIZERS):
         return strategy.optimizer_state_dict(_original_optimizer(value))
     if hasattr(value, "state_dict") and callable(value.state_dict):  # schedulers, scalers
         return value.state_dict()
@@ -139,7 +141,7 @@ def restore(state: Any, loaded: Any, strategy: Any, strict: bool = True) -> dict
         if isinstance(target, torch.nn.Module):
             strategy.load_module_state_dict(unwrap_module(target), strip_prefixes(loaded[key]),
                                             strict)
-        elif isinstance(target, torch.optim.Optimizer):
+        elif isinstance(target, OPTIMIZERS):
             strategy.load_optimizer_state_dict(_original_optimizer(target), loaded[key])
         elif hasattr(target, "load_state_dict") and callable(target.load_state_dict):
             target.load_state_dict(loaded[key])
@@ -157,9 +159,11 @@ def load_full(path: str | os.PathLike, state: Any, weights_only: bool, strategy:
 
 # -- sharded checkpoints (FSDP) ----------------------------------------------------------------
 def is_sharded(path: str | os.PathLike) -> bool:
-    """A torch.distributed.checkpoint directory (or its backup after an interrupted swap)."""
+    """A checkpoint directory (torch.distributed.checkpoint or DeepSpeed), or its backup
+    after an interrupted swap."""
     path = os.fspath(path)
-    return any(os.path.isfile(os.path.join(p, ".metadata")) for p in (path, path + ".old"))
+    return any(os.path.isfile(os.path.join(p, marker)) for p in (path, path + ".old")
+               for marker in (".metadata", "latest"))
 
 
 def _sharded_view(state: dict, strategy: Any) -> dict:
@@ -172,7 +176,7 @@ def _sharded_view(state: dict, strategy: Any) -> dict:
     for key, value in state.items():
         if isinstance(value, torch.nn.Module):
             view[key] = get_model_state_dict(unwrap_module(value))
-        elif isinstance(value, torch.optim.Optimizer):
+        elif isinstance(value, OPTIMIZERS):
             opt = _original_optimizer(value)
             view[key] = get_optimizer_state_dict(strategy.optimizer_modules[id(opt)], opt)
         elif hasattr(value, "state_dict") and callable(value.state_dict):
@@ -182,16 +186,13 @@ def _sharded_view(state: dict, strategy: Any) -> dict:
     return view
 
 
-def save_sharded(path: str | os.PathLike, state: dict, strategy: Any) -> None:
-    """Every rank writes its shards into ``path`` (a directory), atomically swapped in."""
-    import torch.distributed.checkpoint as dcp
-
-    path = os.fspath(path)
+def _write_directory(path: str, write: Any) -> None:
+    """Every rank runs ``write(tmp_dir)``; rank 0 then swaps the directory in atomically."""
     tmp, old = path + ".tmp", path + ".old"
     if _is_rank_zero() and os.path.exists(tmp):
         shutil.rmtree(tmp)
     _barrier()
-    dcp.save(_sharded_view(state, strategy), checkpoint_id=tmp)
+    write(tmp)
     _barrier()
     if _is_rank_zero():
         if os.path.exists(path):
@@ -202,6 +203,18 @@ def save_sharded(path: str | os.PathLike, state: dict, strategy: Any) -> None:
     _barrier()
 
 
+def _existing_directory(path: str) -> str:
+    return path if os.path.isdir(path) else path + ".old"
+
+
+def save_sharded(path: str | os.PathLike, state: dict, strategy: Any) -> None:
+    """Every rank writes its shards into ``path`` (a directory), atomically swapped in."""
+    import torch.distributed.checkpoint as dcp
+
+    view = _sharded_view(state, strategy)
+    _write_directory(os.fspath(path), lambda tmp: dcp.save(view, checkpoint_id=tmp))
+
+
 def load_sharded(path: str | os.PathLike, state: dict, strategy: Any) -> dict:
     """Load a sharded checkpoint into ``state`` in place (each rank reads its shards)."""
     import torch.distributed.checkpoint as dcp
@@ -210,15 +223,12 @@ def load_sharded(path: str | os.PathLike, state: dict, strategy: Any) -> dict:
         set_optimizer_state_dict,
     )
 
-    path = os.fspath(path)
-    if not os.path.isdir(path):
-        path += ".old"
     view = _sharded_view(state, strategy)
-    dcp.load(view, checkpoint_id=path)
+    dcp.load(view, checkpoint_id=_existing_directory(os.fspath(path)))
     for key, value in state.items():
         if isinstance(value, torch.nn.Module):
             set_model_state_dict(unwrap_module(value), view[key])
-        elif isinstance(value, torch.optim.Optimizer):
+        elif isinstance(value, OPTIMIZERS):
             opt = _original_optimizer(value)
             set_optimizer_state_dict(strategy.optimizer_modules[id(opt)], opt, view[key])
         elif hasattr(value, "load_state_dict") and callable(value.load_state_dict):
@@ -226,6 +236,35 @@ def load_sharded(path: str | os.PathLike, state: dict, strategy: Any) -> dict:
         else:
             state[key] = view[key]
     return {}
+
+
+# -- DeepSpeed checkpoints (ZeRO partitions the optimizer state) -----------------------------
+def _split(state: dict) -> tuple[dict, dict]:
+    engine_owned = {k: v for k, v in state.items()
+                    if isinstance(v, (torch.nn.Module, *OPTIMIZERS))}
+    return engine_owned, {k: v for k, v in state.items() if k not in engine_owned}
+
+
+def save_deepspeed(path: str | os.PathLike, state: dict, strategy: Any) -> None:
+    """The engine's own checkpoint (model, partitioned optimizer, client values) in a
+    directory, atomically swapped in."""
+    _, client = _split(state)
+    client_state = to_saveable(client, strategy) if client else {}
+    _write_directory(os.fspath(path), lambda tmp: strategy.engine.save_checkpoint(
+        tmp, tag="checkpoint", client_state={"values": client_state}))
+
+
+def load_deepspeed(path: str | os.PathLike, state: dict, strategy: Any) -> dict:
+    """Restore a `save_deepspeed` checkpoint into the engine and ``state``."""
+    engine_owned, client = _split(state)
+    _, client_state = strategy.engine.load_checkpoint(
+        _existing_directory(os.fspath(path)), tag="checkpoint",
+        load_optimizer_states=any(isinstance(v, OPTIMIZERS)
+                                  for v in engine_owned.values()))
+    values = (client_state or {}).get("values", {})
+    rest = restore(client, values, strategy)
+    state.update(client)  # plain values were restored into the `client` copy
+    return rest
 
 
 def consolidate(checkpoint_dir: str | os.PathLike, output_file: str | os.PathLike) -> None:

@@ -157,5 +157,20 @@ class DeepSpeedStrategy(Strategy):
 
     def optimizer_state_dict(self, optimizer: torch.optim.Optimizer) -> dict:
         raise ValueError("ZeRO partitions the optimizer state across ranks, so it cannot go "
-                         "into one file: save the model alone, or use strategy 'ddp' / 'fsdp' "
-                         "for resumable checkpoints")
+                         "into one file: rt.save(path, {'model': model, 'optimizer': opt, ...}) "
+                         "writes a DeepSpeed checkpoint directory instead")
+
+    def save_checkpoint(self, path: str, state: Any) -> None:
+        from runtime import checkpoint
+
+        if isinstance(state, dict) and checkpoint.holds_modules(state):
+            checkpoint.save_deepspeed(path, state, self)
+        else:
+            checkpoint.save_full(path, checkpoint.to_saveable(state, self), self)
+
+    def load_checkpoint(self, path: str, state: Any, weights_only: bool) -> Any:
+        from runtime import checkpoint
+
+        if checkpoint.is_sharded(path):
+            return checkpoint.load_deepspeed(path, state, self)
+        return checkpoint.load_full(path, state, weights_only, self)

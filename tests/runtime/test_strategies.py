@@ -74,6 +74,12 @@ def test_deepspeed_zero2_matches_one_process(deepspeed_run, accumulate):
     assert deepspeed_run[1][f"deepspeed_acc{accumulate}"]["micro_steps"] == 3 * accumulate
 
 
+def test_deepspeed_checkpoint_directory_roundtrip(deepspeed_run):
+    out, results = deepspeed_run
+    assert results["deepspeed_roundtrip"] is True
+    assert (out / "ds_ckpt" / "latest").is_file()
+
+
 def test_deepspeed_guard_rejects_bare_backward(deepspeed_run):
     assert "replace `loss.backward()` with `rt.backward(loss)`" in deepspeed_run[1]["bare_backward"]
 

@@ -96,7 +96,17 @@ def main() -> None:
             results["data_fsdp"] = check_data("fsdp")
         elif section == "deepspeed":
             train("deepspeed", 1, out, results)
-            _, model, _ = train("deepspeed", 2, out, results)
+            rt, model, opt = train("deepspeed", 2, out, results)
+            state = {"model": model, "optimizer": opt, "step": 6}
+            rt.save(out / "ds_ckpt", state)
+            before = full_params(model)
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.mul_(0.0)
+            state["step"] = -1
+            rt.load(out / "ds_ckpt", state)
+            results["deepspeed_roundtrip"] = state["step"] == 6 and all(
+                torch.equal(before[k], v) for k, v in full_params(model).items())
             loss = model(torch.ones(2, 8)).sum()
             try:
                 loss.backward()
