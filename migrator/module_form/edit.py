@@ -41,6 +41,8 @@ def convert(facts: Facts, shape: Shape, vocab: ModuleVocabulary) -> tuple[str, s
     before: dict[int, list] = {id(shape.anchor): klass}
     after: dict[int, list] = {}
     remove = {id(shape.optimizer_stmt)} | ({id(shape.scheduler_stmt)} if shape.scheduler_stmt is not None else set())
+    if shape.train.function is not None:  # its loop is the training_step now (used by that call only)
+        remove.add(id(shape.train.function))
     imports = [cst.parse_statement(line + "\n") for line in vocab.imports]
     if "torch." in rendered.class_code and not _imports_torch(ix):
         imports.insert(0, cst.parse_statement("import torch\n"))

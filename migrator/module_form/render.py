@@ -29,7 +29,8 @@ def render(facts: Facts, shape: Shape, vocab: ModuleVocabulary) -> Rendered:
     """Build the class and the fit call for ``shape`` in ``vocab``'s spelling."""
     ix = facts.ix
     parts = _parts(shape)
-    uses = {k: usage(v) for k, v in parts.items()}
+    # analysed in the epoch loop's names: a helper function's parameters become its arguments
+    uses = {k: usage([rename(st, params) for st, params in v]) for k, v in parts.items()}
     where: dict[str, set[str]] = {}
     for part, u in uses.items():
         for name in set(u.loads) | set(u.stores):
@@ -115,15 +116,32 @@ def render(facts: Facts, shape: Shape, vocab: ModuleVocabulary) -> Rendered:
     return Rendered(name, _black(class_code), _black(fit_code))
 
 
-def _parts(shape: Shape) -> dict[str, list[cst.CSTNode]]:
-    keep = lambda stmts: [s for s in stmts if s not in shape.dropped and not _is_batch_move(s)]
-    return {
-        "on_train_epoch_start": keep(shape.epoch_pre),
-        "training_step": keep(shape.train.loop.body.body),
-        "on_validation_epoch_start": keep(shape.epoch_mid),
-        "validation_step": keep(shape.val.loop.body.body) if shape.val else [],
+def _parts(shape: Shape) -> dict[str, list[tuple[cst.CSTNode, dict]]]:
+    """Statements of each hook, with the parameter bindings of the helper function they come from."""
+
+    def keep(stmts, phase: Phase | None = None) -> list:
+        params = phase.params if phase is not None else {}
+        return [(s, params) for s in stmts if s not in shape.dropped and not _is_batch_move(s)]
+
+    train, val = shape.train, shape.val
+    parts = {
+        "on_train_epoch_start": keep(shape.epoch_pre) + keep(train.pre, train),
+        "training_step": keep(train.loop.body.body, train),
+        "on_validation_epoch_start": [],
+        "validation_step": keep(val.loop.body.body, val) if val else [],
         "hook_end": keep(shape.epoch_post),
     }
+    if val is not None:  # the training function's tail runs before validation starts
+        parts["on_validation_epoch_start"] = keep(train.post, train) + keep(shape.epoch_mid) + keep(val.pre, val)
+        parts["hook_end"] = keep(val.post, val) + parts["hook_end"]
+    else:
+        parts["hook_end"] = keep(train.post, train) + parts["hook_end"]
+    return parts
+
+
+def _compose(params: dict, mapping: dict) -> dict:
+    """Rename a helper function's parameter straight to what its argument becomes."""
+    return {**mapping, **{k: rename(v, mapping) for k, v in params.items()}} if params else mapping
 
 
 def _free_reads(u) -> set[str]:
@@ -178,17 +196,18 @@ def _training_step(facts: Facts, shape: Shape, stmts: list, mapping: dict) -> st
     body = list(shape.train.loop.body.body)
     after = body[body.index(back_stmt) + 1:]
     rebound = isinstance(loss, cst.Name) and loss.value in usage(after).stores
-    step_map = _with_index(mapping, shape.train)
+    step_map = _compose(shape.train.params, _with_index(mapping, shape.train))
     text = _unpack(shape.train, mapping)
+    kept = [st for st, _ in stmts]
     for stmt in body:
         if stmt is back_stmt:
             if rebound or not isinstance(loss, cst.Name):
                 # the loop rebinds the loss after backward (e.g. to loss.item()): keep the tensor
                 text += f"step_loss = {ix.code(rename(loss, step_map))}\n"
             continue
-        if stmt not in stmts:
+        if stmt not in kept:
             continue
-        text += _code([stmt], step_map)
+        text += _code([(stmt, {})], step_map)
     result = "step_loss" if rebound or not isinstance(loss, cst.Name) else ix.code(rename(loss, step_map))
     return text + f"return {result}\n"
 
@@ -215,7 +234,7 @@ def _is_batch_move(stmt: cst.CSTNode) -> bool:
 
 
 def _code(stmts, mapping) -> str:
-    text = "".join(cst.Module(body=[]).code_for_node(rename(s, mapping)) for s in stmts)
+    text = "".join(cst.Module(body=[]).code_for_node(rename(s, _compose(params, mapping))) for s, params in stmts)
     return textwrap.dedent(text)
 
 

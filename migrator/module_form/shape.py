@@ -8,7 +8,8 @@ import libcst as cst
 
 from migrator.analysis import Facts
 from migrator.analysis import names as N
-from migrator.module_form.names import usage
+from migrator.module_form.names import rename, usage
+from migrator.module_form.phases import attach_function, call_phase, loop_holder
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,22 @@ class Phase:
     loader: cst.BaseExpression
     index: str | None
     target: cst.BaseExpression
+    # set when the loop is the body of a helper function called from the epoch loop
+    function: cst.FunctionDef | None = None
+    call_stmt: cst.SimpleStatementLine | None = None
+    params: dict[str, cst.BaseExpression] = field(default_factory=dict)  # parameter -> argument
+    pre: list[cst.BaseStatement] = field(default_factory=list)  # the function's statements around the loop
+    post: list[cst.BaseStatement] = field(default_factory=list)
+    removable: bool = False  # the function is used by that call only
+
+    @property
+    def in_epoch(self) -> cst.CSTNode:
+        """The epoch-loop statement that runs this phase."""
+        return self.call_stmt if self.call_stmt is not None else self.holder
+
+    def aliases(self, name: str) -> set[str]:
+        """``name`` (an epoch-scope variable) and the parameters it is passed as."""
+        return {name} | {p for p, a in self.params.items() if isinstance(a, cst.Name) and a.value == name}
 
 
 @dataclass
@@ -84,10 +101,14 @@ def analyse_shape(facts: Facts) -> Shape:
     batch = next((lp for lp in loops if isinstance(lp, cst.For)), None)
     if batch is None or not isinstance(loops[0], cst.For):
         raise NoFit("MIG502", back.call, "`backward()` is not directly inside a `for` loop over a DataLoader")
-    train = _phase(facts, batch, "training")
+    train = loader_phase(facts, batch, "training")
     _carried_state(train)
     epoch = next(iter(ix.loops_around(batch)), None)
-    if epoch is None or ix.function_of(epoch) is not ix.function_of(batch):
+    if epoch is None:
+        epoch = attach_function(facts, train, "training")
+        if train.function is not None and not train.removable:
+            raise NoFit("MIG506", train.function, f"`{train.function.name.value}()` is also used outside the epoch loop")
+    if epoch is None:
         raise NoFit("MIG502", batch, "the batch loop is not written inside an epoch loop (`for epoch in range(...)`) of the same function")
     if not isinstance(epoch, cst.For) or not _is_range(ix, epoch.iter):
         raise NoFit("MIG502", epoch, "the epoch loop is not `for epoch in range(...)`: the Trainer needs a number of epochs")
@@ -131,7 +152,7 @@ def _is_range(ix, expr: cst.BaseExpression) -> bool:
     return isinstance(expr, cst.Call) and isinstance(expr.func, cst.Name) and expr.func.value == "range" and 1 <= len(expr.args) <= 2
 
 
-def _phase(facts: Facts, loop: cst.For, what: str) -> Phase:
+def loader_phase(facts: Facts, loop: cst.For, what: str) -> Phase:
     ix = facts.ix
     it, index, target = loop.iter, None, loop.target
     if isinstance(it, cst.Call) and isinstance(it.func, cst.Name) and it.func.value == "enumerate" and len(it.args) == 1:
@@ -153,18 +174,14 @@ def _phase(facts: Facts, loop: cst.For, what: str) -> Phase:
         raise NoFit("MIG503", node, f"`{word}` inside the {what} loop: a {what} step cannot end its epoch early")
     if loop.orelse is not None:
         raise NoFit("MIG503", loop, f"`for ... else` on the {what} loop")
-    holder: cst.BaseCompoundStatement = loop
-    owner = ix.parent.get(ix.parent.get(loop))
-    if isinstance(owner, cst.With) and len(owner.body.body) == 1:
-        holder = owner  # ``with torch.no_grad(): for ...``: the Trainer sets no_grad itself
-    return Phase(loop, holder, it, index, target)
+    return Phase(loop, loop_holder(ix, loop), it, index, target)
 
 
 def _epoch_parts(facts: Facts, epoch: cst.For, train: Phase) -> Shape:
     ix = facts.ix
     body = list(epoch.body.body)
-    holder = _direct_child(ix, train.holder, epoch)
-    if holder is not train.holder:
+    holder = _direct_child(ix, train.in_epoch, epoch)
+    if holder is not train.in_epoch:
         raise NoFit("MIG502", train.loop, "the training loop is nested in other statements of the epoch loop")
     val = None
     rest: list[cst.BaseStatement] = []
@@ -172,11 +189,14 @@ def _epoch_parts(facts: Facts, epoch: cst.For, train: Phase) -> Shape:
         loop = stmt if isinstance(stmt, cst.For) else (
             stmt.body.body[0] if isinstance(stmt, cst.With) and len(stmt.body.body) == 1 and isinstance(stmt.body.body[0], cst.For) else None)
         if val is None and loop is not None and any(loop in ld.loops for ld in facts.loaders):
-            val = _phase(facts, loop, "evaluation")
+            val = loader_phase(facts, loop, "evaluation")
+            continue
+        if val is None and (called := call_phase(facts, stmt, "evaluation")) is not None:
+            val = called
             continue
         rest.append(stmt)
     if val is not None:
-        mid = body[body.index(holder) + 1: body.index(val.holder)]
+        mid = body[body.index(holder) + 1: body.index(val.in_epoch)]
         rest = [s for s in rest if s not in mid]
         # statements between the loops that only reset accumulators go before validation
         epoch_mid = mid
@@ -236,7 +256,7 @@ def _training_body(facts: Facts, shape: Shape, back) -> None:
             s = ix.statement(call)
             if N.CLIP[q] != "max_norm" or len(call.args) != 2 or ix.block_of(s) is not shape.train.loop.body:
                 raise NoFit("MIG502", call, "gradient clipping other than `clip_grad_norm_(params, max_norm)` in the loop body")
-            shape.clip = ix.code(call.args[1].value)
+            shape.clip = ix.code(rename(call.args[1].value, shape.train.params))
             shape.dropped.add(s)
 
 
@@ -260,7 +280,13 @@ def _optimizer(facts: Facts, shape: Shape) -> None:
         s = ix.statement(call)
         is_stmt = isinstance(s, cst.SimpleStatementLine) and len(s.body) == 1 and isinstance(s.body[0], cst.Expr) and s.body[0].value is call
         in_loop = any(ix.block_of(s) is b for b in loops)
-        if f.value.value == shape.model and f.attr.value in ("train", "eval") and is_stmt and ix.inside(s, shape.epoch_loop) or f.value.value == shape.optimizer and f.attr.value in ("step", "zero_grad") and is_stmt and in_loop:
+        phases = [p for p in (shape.train, shape.val) if p is not None]
+        in_phase = ix.inside(s, shape.epoch_loop) or any(
+            p.function is not None and ix.inside(s, p.function) for p in phases)
+        models = set().union(*(p.aliases(shape.model) for p in phases))
+        drop_model = f.value.value in models and f.attr.value in ("train", "eval") and in_phase
+        drop_opt = f.value.value in shape.train.aliases(shape.optimizer) and f.attr.value in ("step", "zero_grad") and in_loop
+        if is_stmt and (drop_model or drop_opt):
             shape.dropped.add(s)
     for assign in ix.assigns:
         v = assign.value

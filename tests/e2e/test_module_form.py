@@ -34,11 +34,16 @@ BIN = Path(sys.executable).parent
 # Every whole script that fits the module form, with the lines that report its numbers. Of
 # fixtures/scripts only notebook_style fits (mnist_cnn: `break` under --dry-run; class_trainer:
 # loops in methods; dcgan: two optimizers; see test_scripts_that_do_not_fit_fall_back);
-# inline_classifier (fixtures/module) adds a function-local loop with StepLR and clipping.
+# from fixtures/module, inline_classifier adds a function-local loop with StepLR and clipping,
+# helper_functions the pytorch/examples shape (train()/test() helpers taking the device).
 FITTING = {
     "notebook_style": (
         FIXTURES / "scripts" / "notebook_style.py", ("--epochs", "2"),
         re.compile(r"loss: +[\d.]+ +\[ *\d+/ *\d+\]|Accuracy: [\d.]+% \(\d+/\d+\)"),
+    ),
+    "helper_functions": (
+        FIXTURES / "module" / "helper_functions" / "input.py", ("--epochs", "2"),
+        re.compile(r"Train Epoch: \d+ \[\d+/\d+\]\tLoss: [\d.]+|Test set: Average loss: [\d.]+, Accuracy: \d+/\d+"),
     ),
     "inline_classifier": (
         FIXTURES / "module" / "inline_classifier" / "input.py", ("--epochs", "2"),
@@ -108,7 +113,10 @@ def test_two_processes_complete_print_once_write_once(name: str, target: str) ->
     lines = report(run.proc.stdout, name)
     one = report(original(name).proc.stdout, name)
     # every report line once (rank 0); the per-batch lines halve: each rank sees half the batches
-    assert len([x for x in lines if "ccura" in x or "val_loss" in x]) == len([x for x in one if "ccura" in x or "val_loss" in x])
+    def summaries(found: list[str]) -> list[str]:
+        return [x for x in found if "ccura" in x or "val_loss" in x]
+
+    assert len(summaries(lines)) == len(summaries(one))
     assert report(rank_stdout(run, "1"), name) == []
     ckpts = {p: r for p, r in writers(run).items() if p.startswith("checkpoints")}
     assert any(p.endswith("last.ckpt") for p in ckpts), sorted(writers(run))

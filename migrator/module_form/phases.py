@@ -1,0 +1,111 @@
+"""Batch loops written in helper functions (``train(args, model, loader, optimizer, epoch)``) called from the epoch loop."""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from migrator.analysis import Facts
+
+
+def _nofit(code: str, node: cst.CSTNode, reason: str):
+    from migrator.module_form.shape import NoFit
+
+    return NoFit(code, node, reason)
+
+
+def loop_holder(ix, loop: cst.For) -> cst.BaseCompoundStatement:
+    """The statement holding ``loop`` in its block: the loop, or a ``with`` holding only it."""
+    owner = ix.parent.get(ix.parent.get(loop))
+    if isinstance(owner, cst.With) and len(owner.body.body) == 1:
+        return owner  # ``with torch.no_grad(): for ...``: the Trainer sets no_grad itself
+    return loop
+
+
+def attach_function(facts: Facts, phase, what: str) -> cst.For | None:
+    """When ``phase``'s loop is the body of a module-level function called once, as a statement,
+    inside a ``for`` loop: record the function, its call and its parameters on ``phase`` and
+    return that loop (the epoch loop). None when the loop is not in such a function."""
+    ix = facts.ix
+    fn = ix.function_of(phase.loop)
+    if fn is None or ix.class_of(fn) is not None or ix.function_of(fn) is not None:
+        return None
+    body = list(fn.body.body)
+    if phase.holder not in body:
+        raise _nofit("MIG502", phase.loop, f"the {what} loop is nested in other statements of `{fn.name.value}()`")
+    calls = [c for c in ix.calls if isinstance(c.func, cst.Name) and c.func.value == fn.name.value]
+    uses = [
+        n for n in ix.subtree(ix.module, cst.Name)
+        if n.value == fn.name.value and n is not fn.name
+        and not (isinstance(ix.parent.get(n), cst.Attribute) and ix.parent[n].attr is n)  # ``model.train()``
+    ]
+    if len(calls) < 1:
+        return None
+    epoch_calls = [c for c in calls if ix.loops_around(c)]
+    if len(epoch_calls) != 1:
+        raise _nofit("MIG502", fn, f"`{fn.name.value}()` is not called from exactly one epoch loop")
+    call = epoch_calls[0]
+    stmt = ix.statement(call)
+    if not (isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1
+            and isinstance(stmt.body[0], cst.Expr) and stmt.body[0].value is call):
+        raise _nofit("MIG506", call, f"the result of `{fn.name.value}()` is used by the epoch loop")
+    for node in ix.subtree(fn.body, cst.Return):
+        if ix.function_of(node) is fn:
+            raise _nofit("MIG506", node, f"`{fn.name.value}()` returns a value or returns early")
+    phase.function, phase.call_stmt = fn, stmt
+    phase.params = _bind(fn, call)
+    start = 1 if body and _is_docstring(body[0]) else 0
+    phase.pre = body[start: body.index(phase.holder)]
+    phase.post = body[body.index(phase.holder) + 1:]
+    phase.removable = len(uses) == 1
+    return ix.loops_around(call)[0]
+
+
+def call_phase(facts: Facts, stmt: cst.CSTNode, what: str):
+    """The evaluation phase of ``test(model, device, test_loader)`` (a statement of the epoch loop)."""
+    from migrator.module_form.shape import Phase, loader_phase
+
+    ix = facts.ix
+    if not (isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1 and isinstance(stmt.body[0], cst.Expr)):
+        return None
+    call = stmt.body[0].value
+    if not (isinstance(call, cst.Call) and isinstance(call.func, cst.Name)):
+        return None
+    fn = next((f for f in ix.functions if f.name.value == call.func.value and ix.function_of(f) is None
+               and ix.class_of(f) is None), None)
+    if fn is None:
+        return None
+    loops = [lp for ld in facts.loaders for lp in ld.loops if ix.function_of(lp) is fn and not ix.loops_around(lp)]
+    if len(loops) != 1 or facts.has_backward(fn):
+        return None
+    phase: Phase = loader_phase(facts, loops[0], what)
+    if attach_function(facts, phase, what) is None or phase.call_stmt is not stmt:
+        return None
+    return phase
+
+
+def _bind(fn: cst.FunctionDef, call: cst.Call) -> dict[str, cst.BaseExpression]:
+    """Parameter name -> the caller's argument expression (defaults for the rest)."""
+    p = fn.params
+    if not isinstance(p.star_arg, cst.MaybeSentinel) or p.star_kwarg is not None:
+        raise _nofit("MIG502", fn, f"`{fn.name.value}()` takes *args/**kwargs")
+    params = [*p.posonly_params, *p.params, *p.kwonly_params]
+    out: dict[str, cst.BaseExpression] = {}
+    positional = [a for a in call.args if a.keyword is None]
+    if any(a.star for a in call.args):
+        raise _nofit("MIG502", call, f"`{fn.name.value}()` is called with *args/**kwargs")
+    for param, arg in zip(params, positional):
+        out[param.name.value] = arg.value
+    for a in call.args:
+        if a.keyword is not None:
+            out[a.keyword.value] = a.value
+    for param in params:
+        if param.name.value not in out:
+            if param.default is None:
+                raise _nofit("MIG502", call, f"`{fn.name.value}()` misses the argument `{param.name.value}`")
+            out[param.name.value] = param.default
+    return out
+
+
+def _is_docstring(stmt: cst.CSTNode) -> bool:
+    return (isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1
+            and isinstance(stmt.body[0], cst.Expr) and isinstance(stmt.body[0].value, cst.SimpleString))
