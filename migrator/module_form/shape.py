@@ -288,6 +288,11 @@ def _optimizer(facts: Facts, shape: Shape) -> None:
         drop_opt = f.value.value in shape.train.aliases(shape.optimizer) and f.attr.value in ("step", "zero_grad") and in_loop
         if is_stmt and (drop_model or drop_opt):
             shape.dropped.add(s)
+    for call in ix.subtree(shape.train.loop.body, cst.Call):
+        f = call.func
+        if (isinstance(f, cst.Attribute) and isinstance(f.value, cst.Name) and f.attr.value in ("step", "zero_grad")
+                and f.value.value in shape.train.aliases(shape.optimizer) and ix.statement(call) not in shape.dropped):
+            raise NoFit("MIG503", call, "the optimizer steps conditionally (manual accumulation?): the Trainer steps every batch; use accumulate_grad_batches by hand")
     for assign in ix.assigns:
         v = assign.value
         if (isinstance(v, cst.Call) and v.args and isinstance(v.args[0].value, cst.Name)
