@@ -8,6 +8,7 @@ import signal
 import subprocess
 import threading
 import time
+from functools import lru_cache
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,7 @@ def scripts() -> dict[str, str]:
     return found
 
 
+@lru_cache(maxsize=64)  # the SIGKILL attempts reuse the same scripts: compute each once
 def migrated(source: str, path: str) -> str:
     """The fully migrated text, as the engine computes it; the script must need migrating."""
     result = migrate_source(source, path, Options())
@@ -67,7 +69,7 @@ def test_write_replaces_through_a_new_inode_keeping_permissions(tmp_path: Path, 
 def test_reader_never_sees_a_partial_file(tmp_path: Path) -> None:
     """A concurrent reader polling a large file during --write sees only the old or the new text."""
     _, source = max(scripts().items(), key=lambda kv: len(kv[1]))
-    filler = "".join(f"def pad_{i}(x):\n    return x * {i}\n\n\n" for i in range(6000))
+    filler = "".join(f"def pad_{i}(x):\n    return x * {i}\n\n\n" for i in range(2500))
     source = source.replace("\ndef ", "\n" + filler + "def ", 1)
     target = tmp_path / "big_train.py"
     target.write_text(source, encoding="utf-8")
