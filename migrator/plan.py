@@ -104,12 +104,18 @@ class PlanContext:
         self.wrapper_args.setdefault(name, code)
 
 
-def plan(facts: Facts, vocab: Vocabulary, options: Options, suppressed) -> tuple[Edits, list[Finding]]:
-    """Run the enabled rules; keep the changes that are neither deselected nor suppressed."""
+def plan(
+    facts: Facts, vocab: Vocabulary, options: Options, suppressed, codes: frozenset[str] | None = None
+) -> tuple[Edits, list[Finding]]:
+    """Run the enabled rules; keep the changes that are neither deselected nor suppressed.
+
+    ``codes`` (from ``migrator.prefilter``) limits the run to rules whose anchors are in the
+    text: the others provably find nothing, and skipping them skips the facts they need.
+    """
     from migrator.rules.base import all_rules
 
     ctx = PlanContext(facts, vocab, options)
-    rules = [r for r in all_rules() if hasattr(r, "plan")]
+    rules = [r for r in all_rules() if hasattr(r, "plan") and (codes is None or r.code in codes)]
     for rule in sorted(rules, key=lambda r: (getattr(r, "order", 0), r.code)):
         rule().plan(ctx)
     kept: list[tuple[Change, bool]] = []  # (change, report its finding)

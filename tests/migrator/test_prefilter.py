@@ -1,0 +1,122 @@
+"""The text prefilter never skips work a rule would do: same results with and without it."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from migrator import prefilter
+from migrator.engine import migrate_source
+from migrator.options import Options
+from migrator.results import Status
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = sorted((ROOT / "fixtures").rglob("*.py"))
+TORCH_SLICE = 24  # corpus files per run: enough variety, affordable on a loaded machine
+
+
+def _torch_slice() -> list[Path]:
+    import importlib.util
+
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.origin:
+        return []
+    files = sorted(Path(spec.origin).parent.rglob("*.py"))
+    # files that mention rule anchors the most often fail to be skipped; mix them with others
+    return random.Random(4).sample(files, TORCH_SLICE)
+
+
+def _without_prefilter(monkeypatch, source: str, path: str, options: Options):
+    every = frozenset(r.code for r in prefilter.planning_rules() if options.wants(r.code))
+    with monkeypatch.context() as m:
+        m.setattr(prefilter, "rules_to_run", lambda _src, _opts: every)
+        return migrate_source(source, path, options)
+
+
+def _same(monkeypatch, path: Path, options: Options) -> None:
+    source = path.read_text(encoding="utf-8", errors="replace")
+    fast = migrate_source(source, str(path), options)
+    full = _without_prefilter(monkeypatch, source, str(path), options)
+    assert fast.internal_error == full.internal_error, (fast.reason, full.reason)
+    assert fast.output == full.output
+    assert fast.findings == full.findings
+    if full.status is Status.FAILED:
+        # bad input (syntax libcst or this Python rejects) is only found by parsing; a file
+        # no rule has an anchor in is not parsed (as files that never mention torch)
+        assert fast.status in (Status.FAILED, Status.UNCHANGED)
+        if fast.status is Status.UNCHANGED:
+            assert not prefilter.rules_to_run(source, options)
+    else:
+        assert fast.status is full.status
+
+
+def test_every_planning_rule_has_anchors():
+    missing = [r.code for r in prefilter.planning_rules() if prefilter.anchors_of(r) is None]
+    assert missing == [], f"give these rules anchors in migrator/prefilter.py: {missing}"
+
+
+def test_every_anchor_regex_compiles_and_names_a_known_rule():
+    codes = {r.code for r in prefilter.planning_rules()}
+    assert set(prefilter.ANCHORS) <= codes
+    for alternatives in prefilter.ANCHORS.values():
+        for alt in alternatives:
+            for part in (alt,) if isinstance(alt, str) else alt:
+                prefilter._compiled(part)
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize("target", ["runtime", "fabric"])
+def test_fixtures_same_with_and_without_prefilter(monkeypatch, path, target):
+    _same(monkeypatch, path, Options(target=target))
+
+
+@pytest.mark.parametrize("path", _torch_slice(), ids=lambda p: p.name)
+def test_torch_corpus_same_with_and_without_prefilter(monkeypatch, path):
+    _same(monkeypatch, path, Options())
+
+
+def test_selected_rules_only(monkeypatch):
+    src = "import torch\nprint(torch.ones(1))\n"
+    assert prefilter.rules_to_run(src, Options()) == {"MIG401"}
+    assert prefilter.rules_to_run(src, Options(ignore=("MIG4",))) == frozenset()
+    assert migrate_source(src, options=Options(ignore=("MIG4",))).status is Status.UNCHANGED
+
+
+def test_clean_file_is_not_parsed(monkeypatch):
+    import libcst
+
+    def boom(*_a, **_k):
+        raise AssertionError("parsed a file no rule has an anchor in")
+
+    monkeypatch.setattr(libcst, "parse_module", boom)
+    result = migrate_source("import torch\nx = torch.ones(2) * 3\n")
+    assert result.status is Status.UNCHANGED and result.findings == ()
+
+
+@pytest.mark.parametrize(
+    "src, code",
+    [
+        # device strings written with escapes have no "cuda"/"cpu" in the text
+        ('import torch\nif torch.ok:\n    dev = "\\x63uda"\nelse:\n    dev = "\\x63pu"\n', "MIG101"),
+        # an integer used as a device through .to, with a comment between the dot and the name
+        ("import torch\ngpu = 0\nx = (torch.ones(1).  # c\n  to(gpu))\n", "MIG101"),
+        # a qualified name through an import alias: the word is in the import
+        ("import torch\nfrom torch.utils.data import DataLoader as DL\nl = DL([1])\n"
+         "for b in l:\n    pass\n", "MIG302"),
+        ("import torch\nimport os\nos.makedirs('out')\n", "MIG405"),
+    ],
+)
+def test_unusual_spellings_still_reach_the_rule(monkeypatch, src, code):
+    fast = migrate_source(src)
+    full = _without_prefilter(monkeypatch, src, "<string>", Options())
+    assert code in [f.code for f in full.findings]  # the example really exercises the rule
+    assert fast.findings == full.findings and fast.output == full.output
+
+
+def test_gap_spans_long_comment_runs():
+    """``.`` + 200 comment lines full of ``#`` + ``to``: found, and without exponential backtracking."""
+    src = "import torch\ngpu = 0\ny = (torch.ones(1)." + ("  # " + "#" * 200 + "\n") * 200 + "  to(gpu))\n"
+    assert prefilter.rules_to_run(src, Options()) == {"MIG101"}
+    assert prefilter.rules_to_run(src.replace("to(gpu)", "too(gpu)"), Options()) == frozenset()
