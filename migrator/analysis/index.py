@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 
 import libcst as cst
@@ -50,6 +51,8 @@ class _Collector(cst.CSTVisitor):
 
     def on_leave(self, original_node: cst.CSTNode) -> None:
         self.stack.pop()
+        # pre-order rank of the last node of this subtree: a subtree is one rank interval
+        self.ix._end[original_node] = len(self.ix.parent) - 1
 
 
 class Index:
@@ -78,8 +81,10 @@ class Index:
         self.scopes = self.wrapper.resolve(ScopeProvider)
         self._qn_cache: dict[cst.CSTNode, object] = {}
         self._pos = None
+        self._end: dict[cst.CSTNode, int] = {}
         module.visit(_Collector(self))
         self._order = {n: i for i, n in enumerate(self.parent)}
+        self._call_ranks = [self._order[c] for c in self.calls]  # ascending: pre-order
 
     # --- names -------------------------------------------------------------------------
     def qnames(self, node: cst.CSTNode) -> set[str]:
@@ -133,7 +138,15 @@ class Index:
             yield node
 
     def inside(self, node: cst.CSTNode, container: cst.CSTNode) -> bool:
-        return node is container or any(a is container for a in self.ancestors(node))
+        if node is container:
+            return True
+        end = self._end.get(container)
+        rank = self._order.get(node)
+        if end is not None and rank is not None:
+            # O(1): descendants are the ranks after the container's, up to its last node.
+            # Walking ancestors made subtree() O(calls x depth) per call: quadratic files.
+            return self.order(container) < rank <= end
+        return any(a is container for a in self.ancestors(node))
 
     def statement(self, node: cst.CSTNode) -> cst.CSTNode:
         """The block-level statement (simple line or compound) that holds ``node``."""
@@ -179,7 +192,12 @@ class Index:
     def subtree(self, node: cst.CSTNode, kind: type | tuple[type, ...]) -> list[cst.CSTNode]:
         """Nodes of ``kind`` inside ``node`` (``node`` included), in source order."""
         if kind is cst.Call:
-            return [n for n in self.calls if self.inside(n, node)]
+            end = self._end.get(node)
+            if end is None:
+                return [n for n in self.calls if self.inside(n, node)]
+            ranks = self._call_ranks
+            lo, hi = bisect_left(ranks, self.order(node)), bisect_right(ranks, end)
+            return self.calls[lo:hi]
         out, todo = [], [node]
         while todo:
             cur = todo.pop()
