@@ -40,7 +40,8 @@ class DeviceFacts(TrainingFacts):
             q = self.ix.call_qname(expr)
             return q == N.DEVICE_CTOR or q in N.ACCELERATOR
         if isinstance(expr, cst.SimpleString):
-            return bool(_DEVICE_STRING.match(expr.evaluated_value))
+            value = expr.evaluated_value
+            return isinstance(value, str) and bool(_DEVICE_STRING.match(value))  # b"..." is bytes
         if isinstance(expr, cst.IfExp):
             return self.is_device_value(expr.body) and self.is_device_value(expr.orelse)
         return False

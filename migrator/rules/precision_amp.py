@@ -133,6 +133,8 @@ class AmpRule(Rule):
         for node in ix.imports:
             if not isinstance(node, cst.ImportFrom) or isinstance(node.names, cst.ImportStar):
                 continue
+            if node.module is None:  # `from . import x`: never torch's AMP
+                continue
             for alias in node.names:
                 name = alias.evaluated_alias or alias.evaluated_name
                 if ix.imported_qname(alias.name) not in (*N.AUTOCAST, *N.GRAD_SCALER) and not (
