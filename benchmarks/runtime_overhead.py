@@ -146,8 +146,8 @@ def _launch(variant: str, config: str, steps: int, port: int) -> dict:
 
 def import_overhead(module: str, reps: int) -> float:
     """Median extra seconds of ``import module`` after ``import torch`` (fresh processes)."""
-    code = ("import time; import torch; t = time.perf_counter(); import {m}; "
-            "print(time.perf_counter() - t)").format(m=module)
+    code = (f"import time; import torch; t = time.perf_counter(); import {module}; "
+            "print(time.perf_counter() - t)")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return statistics.median(float(subprocess.run([sys.executable, "-c", code], env=env,
                                                   capture_output=True, text=True, check=True,
