@@ -40,6 +40,9 @@ def _migrate(source: str, path: str, options: Options) -> FileResult:
 
         codes = rules_to_run(source, options)
         if not codes:  # no enabled rule's anchor text is here: provably nothing to do
+            problem = _not_python_here(source, path)  # but a broken file must still say so
+            if problem:
+                return _result(path, source, Status.FAILED, reason=problem)
             return _result(path, source, Status.UNCHANGED, reason="no rule applies (text prefilter)")
     import libcst as cst  # only files that pass the prefilter pay for libcst (~140 ms)
 
