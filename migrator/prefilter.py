@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from functools import lru_cache
+from functools import cache
 
 # What may separate two tokens: whitespace, backslash continuations, comments (inside
 # brackets). Possessive quantifiers keep the regex linear on long comment runs.
@@ -31,7 +31,7 @@ _GAP = r"(?:\s|\\\r?\n|#[^\r\n]*+)*+"
 
 def words(*names: str) -> str:
     """Any of ``names`` as a whole identifier."""
-    return r"\b(?:%s)\b" % "|".join(re.escape(n) for n in names)
+    return r"\b(?:" + "|".join(re.escape(n) for n in names) + r")\b"
 
 
 def text(*parts: str) -> str:
@@ -52,7 +52,7 @@ MODELS: tuple = (words("optim"), (text("parameters"), text("grad")))
 # The value of a device string ("cuda", "cpu:0", ...), written plainly or through escapes.
 DEVICE_STRING = r"\b(?:cuda|cpu|mps|xpu)\b|\\[xuUN0-7\r\n]"
 # ``x = 0`` (an integer literal, possibly parenthesised) assigned to a name or attribute.
-INT_ASSIGN = rf"=(?:[\s(]|\\\r?\n|#[^\r\n]*+)*+\d"
+INT_ASSIGN = r"=(?:[\s(]|\\\r?\n|#[^\r\n]*+)*+\d"
 
 # code -> anchors (any one alternative suffices; a tuple alternative needs all its parts).
 ANCHORS: dict[str, tuple] = {
@@ -108,7 +108,7 @@ def anchors_of(rule: type) -> tuple | None:
     return tuple(own) if own is not None else ANCHORS.get(rule.code)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _compiled(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern)
 

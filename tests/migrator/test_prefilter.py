@@ -103,8 +103,13 @@ def test_clean_file_is_not_parsed(monkeypatch):
         # an integer used as a device through .to, with a comment between the dot and the name
         ("import torch\ngpu = 0\nx = (torch.ones(1).  # c\n  to(gpu))\n", "MIG101"),
         # a qualified name through an import alias: the word is in the import
-        ("import torch\nfrom torch.utils.data import DataLoader as DL\nl = DL([1])\n"
-         "for b in l:\n    pass\n", "MIG302"),
+        (
+            (
+                "import torch\nfrom torch.utils.data import DataLoader as DL\nl = DL([1])\n"
+                "for b in l:\n    pass\n"
+            ),
+            "MIG302",
+        ),
         ("import torch\nimport os\nos.makedirs('out')\n", "MIG405"),
     ],
 )
