@@ -208,6 +208,7 @@ class ModuleVocabulary:
     # resumed run shuffles and drops out exactly as the uninterrupted one (the runtime does it).
     helpers: str = ""
     trainer_extra: tuple[tuple[str, str], ...] = ()  # Trainer keyword arguments always passed
+    barrier: str = "{trainer}.runtime.barrier()"  # every process waits (after rank 0 wrote a file)
     fallback_target: str = "runtime"  # wrapper-form target used when the script does not fit
     launch_hint: str = "migrate run --devices N script.py"
 
@@ -257,6 +258,7 @@ LIGHTNING_MODULE = ModuleVocabulary(
     # The sanity validation run would draw from the global RNG before training (every
     # DataLoader iterator does), shifting the shuffling and dropout of the original script.
     trainer_extra=(("num_sanity_val_steps", "0"),),
+    barrier="{trainer}.strategy.barrier()",
     fallback_target="fabric",
     # Lightning reads PL_TRAINER_DEVICES; under torchrun it must equal --nproc-per-node.
     launch_hint="python script.py (spawns on GPUs) or PL_TRAINER_DEVICES=N torchrun --nproc-per-node N script.py",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import libcst as cst
 
 from migrator.analysis import Facts
-from migrator.module_form.render import render
+from migrator.module_form.render import render, writes
 from migrator.module_form.shape import Shape
 from migrator.targets import ModuleVocabulary
 
@@ -55,6 +55,7 @@ def convert(facts: Facts, shape: Shape, vocab: ModuleVocabulary) -> tuple[str, s
     else:  # no imports at all: they go first (after a module docstring would be nicer; rare)
         first = ix.module.body[0]
         before[id(first)] = [*imports, *before.get(id(first), ())]
+    _after_fit(ix, shape, vocab, rendered.trainer_var, replace, after)
     out = ix.module.visit(_Splice(replace, remove, before, after))
     return out.code, rendered.class_name
 
@@ -68,3 +69,20 @@ def _imports_torch(ix) -> bool:
                 ):
                     return True
     return False
+
+
+def _after_fit(ix, shape: Shape, vocab: ModuleVocabulary, trainer: str, replace: dict, after: dict) -> None:
+    """Code after ``trainer.fit`` runs on every process: its prints and file writes go to rank 0,
+    and every process waits for a write before going on (a later load must find the file)."""
+    block = list(ix.block_of(shape.epoch_loop).body)
+    for stmt in block[block.index(shape.epoch_loop) + 1:]:
+        wrote = writes(ix, stmt)
+        prints = any(isinstance(c.func, cst.Name) and c.func.value == "print" for c in ix.subtree(stmt, cst.Call))
+        if not (wrote or prints) or isinstance(stmt, (cst.FunctionDef, cst.ClassDef)):
+            continue
+        guard = cst.parse_statement(f"if {trainer}.is_global_zero:\n    pass\n")
+        inner = stmt.with_changes(leading_lines=[])
+        guarded = guard.with_changes(body=guard.body.with_changes(body=[inner]), leading_lines=stmt.leading_lines)
+        replace[id(stmt)] = [guarded]
+        if wrote:
+            after[id(stmt)] = [cst.parse_statement(vocab.barrier.format(trainer=trainer) + "\n")]

@@ -23,6 +23,7 @@ class Rendered:
     class_name: str
     class_code: str
     fit_code: str
+    trainer_var: str
 
 
 def render(facts: Facts, shape: Shape, vocab: ModuleVocabulary) -> Rendered:
@@ -61,7 +62,7 @@ def render(facts: Facts, shape: Shape, vocab: ModuleVocabulary) -> Rendered:
     mapping["print"] = cst.parse_expression("self.print")
 
     hooks = []
-    start = _code(parts["on_train_epoch_start"], mapping)
+    start = _code(ix, parts["on_train_epoch_start"], mapping)
     if start:
         hooks.append(("on_train_epoch_start", (), start))
     hooks.append(("training_step", ("batch", "batch_idx"), _training_step(facts, shape, parts["training_step"], mapping)))
@@ -74,17 +75,17 @@ def render(facts: Facts, shape: Shape, vocab: ModuleVocabulary) -> Rendered:
     reduced = sorted({n for n in summed("training_step") + accumulators if n in read_at_end} | set(accumulators))
     reduce = "".join(f"self.{n} = {vocab.sum_across_processes.format(value=f'self.{n}')}\n" for n in reduced)
     if shape.val is not None:
-        vstart = _code(parts["on_validation_epoch_start"], mapping)
+        vstart = _code(ix, parts["on_validation_epoch_start"], mapping)
         if vstart:
             hooks.append(("on_validation_epoch_start", (), vstart))
-        body = _unpack(shape.val, mapping) + _code(parts["validation_step"], _with_index(mapping, shape.val))
+        body = _unpack(shape.val, mapping) + _code(ix, parts["validation_step"], _with_index(mapping, shape.val))
         hooks.append(("validation_step", ("batch", "batch_idx"), body))
         logs = "".join(f'self.log("{n}", self.{n}, sync_dist=True)\n' for n in accumulators)
-        end = reduce + _code(parts["hook_end"], mapping) + logs
+        end = reduce + _code(ix, parts["hook_end"], mapping) + logs
         if end:
             hooks.append(("on_validation_epoch_end", (), end))
     else:
-        end = (reduce if _code(parts["hook_end"], mapping) else "") + _code(parts["hook_end"], mapping)
+        end = (reduce if _code(ix, parts["hook_end"], mapping) else "") + _code(ix, parts["hook_end"], mapping)
         if end:
             hooks.append(("on_train_epoch_end", (), end))
 
@@ -108,12 +109,13 @@ def render(facts: Facts, shape: Shape, vocab: ModuleVocabulary) -> Rendered:
     for text in loaders:
         if set(usage([cst.parse_expression(text)]).loads) & stored:
             raise NoFit("MIG502", shape.epoch_loop, f"the loader `{text}` is rebuilt inside the epoch loop")
+    trainer_var = facts.free_name("trainer")
     fit_code = _template("fit_call.py.j2").render(
-        trainer_var=facts.free_name("trainer"), trainer=vocab.trainer, max_epochs=shape.max_epochs,
+        trainer_var=trainer_var, trainer=vocab.trainer, max_epochs=shape.max_epochs,
         clip=shape.clip, extra=vocab.trainer_extra, checkpoint=vocab.checkpoint,
         module_call=f"{name}({', '.join([shape.model, *captured])})", loaders=loaders,
     )
-    return Rendered(name, _black(class_code), _black(fit_code))
+    return Rendered(name, _black(class_code), _black(fit_code), trainer_var)
 
 
 def _parts(shape: Shape) -> dict[str, list[tuple[cst.CSTNode, dict]]]:
@@ -207,7 +209,7 @@ def _training_step(facts: Facts, shape: Shape, stmts: list, mapping: dict) -> st
             continue
         if stmt not in kept:
             continue
-        text += _code([(stmt, {})], step_map)
+        text += _code(ix, [(stmt, {})], step_map)
     result = "step_loss" if rebound or not isinstance(loss, cst.Name) else ix.code(rename(loss, step_map))
     return text + f"return {result}\n"
 
@@ -233,8 +235,27 @@ def _is_batch_move(stmt: cst.CSTNode) -> bool:
     return True
 
 
-def _code(stmts, mapping) -> str:
-    text = "".join(cst.Module(body=[]).code_for_node(rename(s, _compose(params, mapping))) for s, params in stmts)
+_WRITERS = {"torch.save", "torchvision.utils.save_image", "numpy.save", "numpy.savetxt", "matplotlib.pyplot.savefig"}
+
+
+def writes(ix, stmt: cst.CSTNode) -> bool:
+    """The statement writes a file (``torch.save``, ``open``, ``save_image``, ``plt.savefig``):
+    in a hook it runs on every process, so it goes under ``is_global_zero``."""
+    for call in ix.subtree(stmt, cst.Call):
+        f = call.func
+        if (ix.call_qname(call) or "") in _WRITERS or (isinstance(f, cst.Name) and f.value == "open") or (
+                isinstance(f, cst.Attribute) and f.attr.value in ("savefig", "write_text", "write_bytes", "to_csv")):
+            return True
+    return False
+
+
+def _code(ix, stmts, mapping) -> str:
+    text = ""
+    for s, params in stmts:
+        code = cst.Module(body=[]).code_for_node(rename(s, _compose(params, mapping)))
+        if writes(ix, s):  # rank 0 writes; every process keeps computing
+            code = "if self.trainer.is_global_zero:\n" + textwrap.indent(textwrap.dedent(code), "    ")
+        text += code
     return textwrap.dedent(text)
 
 
