@@ -82,6 +82,7 @@ class Index:
         self._qn_cache: dict[cst.CSTNode, object] = {}
         self._pos = None
         self._end: dict[cst.CSTNode, int] = {}
+        self._rank_cache: dict[int, tuple[list, list[int]]] = {}
         module.visit(_Collector(self))
         self._order = {n: i for i, n in enumerate(self.parent)}
         self._call_ranks = [self._order[c] for c in self.calls]  # ascending: pre-order
@@ -188,6 +189,23 @@ class Index:
             if isinstance(a, (cst.For, cst.While)):
                 out.append(a)
         return out
+
+    def within(self, node: cst.CSTNode, bucket: list) -> list:
+        """Members of ``bucket`` inside ``node`` (itself included): ``bucket`` is a list in source
+        order (``calls``, ``assigns``, ``ifs``, ``loops``, or a fact's list built from them).
+
+        A bisect over pre-order ranks; scanning the whole bucket per loop or per call made
+        rules quadratic in file size.
+        """
+        end = self._end.get(node)
+        if end is None:
+            return [n for n in bucket if self.inside(n, node)]
+        cached = self._rank_cache.get(id(bucket))
+        if cached is None or cached[0] is not bucket or len(cached[1]) != len(bucket):
+            cached = (bucket, [self._order.get(n, -1) for n in bucket])
+            self._rank_cache[id(bucket)] = cached  # holds the bucket: its id stays unique
+        ranks = cached[1]
+        return bucket[bisect_left(ranks, self.order(node)) : bisect_right(ranks, end)]
 
     def subtree(self, node: cst.CSTNode, kind: type | tuple[type, ...]) -> list[cst.CSTNode]:
         """Nodes of ``kind`` inside ``node`` (``node`` included), in source order."""

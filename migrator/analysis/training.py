@@ -159,9 +159,13 @@ class TrainingFacts(CoreFacts):
             out.append(BackwardFact(call, loss, scaled))
         return tuple(out)
 
+    @cached_property
+    def _backward_calls(self) -> list[cst.Call]:
+        return [b.call for b in self.backwards]  # source order, for Index.within
+
     def has_backward(self, node: cst.CSTNode, depth: int = 2) -> bool:
         """``node`` contains a backward, directly or through in-file functions it calls."""
-        if any(self.ix.inside(b.call, node) for b in self.backwards):
+        if self.ix.within(node, self._backward_calls):
             return True
         if depth == 0:
             return False

@@ -58,7 +58,7 @@ class CollectiveLoopExit(Rule):
                 continue
             varying = self._per_rank_names(ctx, loop)
             tests = [(loop.test, "False")] if isinstance(loop, cst.While) else []
-            for node in ix.ifs:
+            for node in ix.within(loop, ix.ifs):
                 if ix.loops_around(node)[:1] == [loop] and _exits(node.body):
                     tests.append((node.test, "True"))
             for test, all_ in tests:
@@ -82,9 +82,7 @@ class CollectiveLoopExit(Rule):
         """Names assigned inside ``loop`` from values that may differ across ranks."""
         ix = ctx.ix
         out: set[str] = set()
-        for node in ix.assigns:
-            if not ix.inside(node, loop):
-                continue
+        for node in ix.within(loop, ix.assigns):
             if isinstance(node, cst.AugAssign):
                 if isinstance(node.value, cst.Integer):
                     continue  # a step counter advances in lockstep
