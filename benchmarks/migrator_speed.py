@@ -1,6 +1,7 @@
 """Migrator speed: corpus throughput, single-file latency, time per kloc; TorchFix side by side.
 
-Usage: python benchmarks/migrator_speed.py [--files N] [--jobs 2] [--repeat 5] [--skip-corpus]
+Usage: python benchmarks/migrator_speed.py [--files N] [--jobs 2] [--repeat 5] [--kloc-repeat 3]
+       [--sizes 1000,3000,10000,30000] [--skip-corpus]
 
 Shared machines are noisy: every number is a median of repeated runs, and CPU time
 (user+sys, children included) is printed next to wall time. TorchFix runs side by side when
@@ -163,7 +164,8 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--skip-corpus", action="store_true")
     ap.add_argument("--sizes", default="1000,3000,10000,30000")
-    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--repeat", type=int, default=5, help="latency runs (median)")
+    ap.add_argument("--kloc-repeat", type=int, default=3, help="runs per size (median)")
     args = ap.parse_args()
     migrate = [sys.executable, "-m", "migrator.cli"]
     torchfix = shutil.which("torchfix")
@@ -186,7 +188,7 @@ def main() -> None:
         theirs = lat["torchfix (200-line script)"][0] if torchfix else TORCHFIX_LATENCY_S
         rows.append(("latency ratio torchfix / migrate (wall)", f"{theirs / ours[0]:.2f}x ({source})"))
 
-    kl = per_kloc([int(s) for s in args.sizes.split(",")], args.repeat)
+    kl = per_kloc([int(s) for s in args.sizes.split(",")], args.kloc_repeat)
     for size, parse_gc, parse_nogc, mig in kl:
         value = f"migrate {mig:.0f} ms; libcst parse {parse_gc:.0f} ms (GC on), {parse_nogc:.0f} ms (GC off)"
         rows.append((f"per 1,000 lines at {size:,} lines (CPU)", value))
