@@ -29,19 +29,29 @@ _GAP = r"(?:\s|\\\r?\n|#[^\r\n]*+)*+"
 
 
 
+# pattern -> plain substrings one of which it needs: ``in`` (memchr speed) rules most files
+# out before the slower regex runs (5 ms -> well under 1 ms per corpus file).
+_HINTS: dict[str, tuple[str, ...]] = {}
+
+
+def _hinted(pattern: str, hints: tuple[str, ...]) -> str:
+    _HINTS[pattern] = hints
+    return pattern
+
+
 def words(*names: str) -> str:
     """Any of ``names`` as a whole identifier."""
-    return r"\b(?:" + "|".join(re.escape(n) for n in names) + r")\b"
+    return _hinted(r"\b(?:" + "|".join(re.escape(n) for n in names) + r")\b", names)
 
 
 def text(*parts: str) -> str:
     """Any of ``parts`` anywhere (also inside longer identifiers)."""
-    return "|".join(re.escape(p) for p in parts)
+    return _hinted("|".join(re.escape(p) for p in parts), parts)
 
 
 def method(name: str) -> str:
     """An attribute access ``.name`` (gaps allowed between the dot and the name)."""
-    return rf"\.{_GAP}{re.escape(name)}\b"
+    return _hinted(rf"\.{_GAP}{re.escape(name)}\b", (name,))
 
 
 BACKWARD = words("backward")  # bare backward sites and the wrapper's own backward
@@ -50,7 +60,7 @@ LOADER = words("DataLoader")
 # hand in a loop over ``.parameters()`` that reads ``.grad``.
 MODELS: tuple = (words("optim"), (text("parameters"), text("grad")))
 # The value of a device string ("cuda", "cpu:0", ...), written plainly or through escapes.
-DEVICE_STRING = r"\b(?:cuda|cpu|mps|xpu)\b|\\[xuUN0-7\r\n]"
+DEVICE_STRING = _hinted(r"\b(?:cuda|cpu|mps|xpu)\b|\\[xuUN0-7\r\n]", ("cuda", "cpu", "mps", "xpu", "\\"))
 # ``x = 0`` (an integer literal, possibly parenthesised) assigned to a name or attribute.
 INT_ASSIGN = r"=(?:[\s(]|\\\r?\n|#[^\r\n]*+)*+\d"
 
@@ -117,7 +127,10 @@ def _holds(alternative, source: str, seen: dict[str, bool]) -> bool:
     parts = (alternative,) if isinstance(alternative, str) else alternative
     for p in parts:
         if p not in seen:  # several rules share anchors: search each pattern once per text
-            seen[p] = _compiled(p).search(source) is not None
+            hints = _HINTS.get(p)
+            seen[p] = (hints is None or any(h in source for h in hints)) and (
+                _compiled(p).search(source) is not None
+            )
         if not seen[p]:
             return False
     return True
