@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import tempfile
+import time
 import tokenize
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISREG
 
 # A file that never mentions torch is skipped before decoding: the cheapest possible test
 # and the one that makes whole-repository runs fast (most files of a project are not
@@ -124,6 +127,7 @@ def write_atomic(path: Path, text: str, decoded: Decoded) -> None:
         raise InputError("MIG003", f"cannot write: {_os_reason(exc)}") from None
     if old is not None and (now.st_mtime_ns, now.st_size) != (old.st_mtime_ns, old.st_size):
         raise InputError("MIG003", "changed on disk while being migrated; not written")
+    remove_stale_temps(target)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -144,6 +148,7 @@ def write_new(path: Path, text: str, encoding: str = "utf-8") -> None:
     """Write ``text`` to ``path`` (``-o``), creating parent directories, atomically."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:
         raise InputError("MIG003", f"cannot write {path}: {_os_reason(exc)}") from None
@@ -157,6 +162,38 @@ def write_new(path: Path, text: str, encoding: str = "utf-8") -> None:
     except BaseException:
         _unlink_quietly(tmp)
         raise
+
+
+STALE_TEMP_S = 60.0  # a live write holds its temp file for milliseconds, not a minute
+
+
+def remove_stale_temps(target: Path) -> list[Path]:
+    """Delete temp files an earlier, killed write of ``target`` left beside it; return them.
+
+    Only our exact naming (``mkstemp(prefix=".NAME.", suffix=".tmp")``: eight characters of
+    ``[a-z0-9_]`` in between), only regular files (never symlinks) owned by this user and
+    untouched for ``STALE_TEMP_S``: a concurrent run's live temp file is younger than that.
+    """
+    pattern = re.compile(re.escape(f".{target.name}.") + r"[a-z0-9_]{8}\.tmp")
+    removed = []
+    try:
+        entries = list(os.scandir(target.parent))
+    except OSError:
+        return removed
+    now = time.time()
+    for entry in entries:
+        if not pattern.fullmatch(entry.name):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+            mine = S_ISREG(st.st_mode) and st.st_uid == os.geteuid()
+            if not mine or now - st.st_mtime < STALE_TEMP_S:
+                continue
+            os.unlink(entry.path)
+        except OSError:
+            continue
+        removed.append(Path(entry.path))
+    return removed
 
 
 def _umask() -> int:

@@ -77,10 +77,11 @@ def discover(
             continue
         if os.path.isdir(path):
             ignores = _ancestor_ignores(absolute) if respect_gitignore else []
-            for found in _walk(absolute, ignores, excluder, respect_gitignore):
+            for found, problem in _walk(absolute, ignores, excluder, respect_gitignore):
                 if found not in seen:
                     seen.add(found)
-                    yield Candidate(found, _display(found, raw, absolute), explicit=False)
+                    shown = _display(found, raw, absolute)
+                    yield Candidate(found, shown, explicit=False, error=problem)
         elif os.path.lexists(path):
             if absolute not in seen:
                 seen.add(absolute)
@@ -145,15 +146,19 @@ def _ignored(ignores: list[_Matcher], path: Path, is_dir: bool) -> bool:
 
 def _walk(
     top: Path, ignores: list[_Matcher], excluder: _Matcher | None, gitignore: bool
-) -> Iterator[Path]:
+) -> Iterator[tuple[Path, str | None]]:
+    """(file, None) for each file found; (directory, why) for a directory that cannot be read."""
     stack = [(top, ignores)]
     while stack:
         directory, inherited = stack.pop()
         local = inherited + _load_ignores(directory) if gitignore else inherited
         try:
             entries = sorted(os.scandir(directory), key=lambda e: e.name)
-        except OSError:
-            continue  # unreadable directory: skipped, as git does
+        except OSError as exc:
+            # Git warns and goes on; so do we: one MIG003 line, so the user learns that part
+            # of the tree was not migrated, and the rest is still processed.
+            yield directory, f"cannot read directory: {exc.strerror or exc}"
+            continue
         subdirs = []
         for entry in entries:
             path = Path(entry.path)
@@ -170,5 +175,5 @@ def _walk(
             if is_dir:
                 subdirs.append((path, local))
             else:
-                yield path
+                yield path, None
         stack.extend(reversed(subdirs))

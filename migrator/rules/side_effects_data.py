@@ -23,6 +23,10 @@ def _is_true(a: cst.Arg | None) -> bool:
     return a is not None and isinstance(a.value, cst.Name) and a.value.value == "True"
 
 
+def _is_false(a: cst.Arg) -> bool:
+    return isinstance(a.value, cst.Name) and a.value.value == "False"
+
+
 class DownloadRankZeroFirst(Rule):
     """Dataset downloads and data folders are made by rank 0 first, then read by the others.
 
@@ -30,7 +34,9 @@ class DownloadRankZeroFirst(Rule):
     `datasets.load_dataset`, ...) and `if not os.path.exists(d): os.makedirs(d)` go inside
     `with rt.rank_zero_first():` (Fabric: `fabric.rank_zero_first()`); consecutive ones share
     one block. A bare `os.makedirs(d)` gets `exist_ok=True` instead (inside the block the
-    other ranks would still fail on the folder rank 0 made).
+    other ranks would still fail on the folder rank 0 made). A call that passes `exist_ok`
+    itself (or `**kwargs`) is left alone; `exist_ok=False` is reported, not changed: it races
+    only when every rank makes the same path, which the migrator cannot tell.
 
     **Why**: N processes downloading into the same folder corrupt the archive or crash on
     half-extracted files, and the second `makedirs` raises `FileExistsError`. Rank 0 goes
@@ -87,6 +93,20 @@ class DownloadRankZeroFirst(Rule):
             or ix.call_qname(call) != "os.makedirs"
         ):
             return  # the script handles FileExistsError itself / os.mkdir has no exist_ok
+        given = arg(call, 2, "exist_ok")
+        if given is not None or any(a.star for a in call.args):
+            # The script chose exist_ok itself (or may pass it through *args/**kwargs): adding a
+            # second one is a SyntaxError. A literal False is a real race only when the path is
+            # the same on every rank, which the migrator cannot know: say so, change nothing.
+            if given is not None and _is_false(given):
+                ctx.finding(
+                    self.code,
+                    call,
+                    "exist_ok=False: every rank but the first raises FileExistsError unless the"
+                    " path differs per process; make it on rank 0 first or pass exist_ok=True",
+                    fixed=False,
+                )
+            return
         change = ctx.finding(
             self.code, call, "several ranks create this folder: pass exist_ok=True"
         )
