@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import random
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -96,7 +97,7 @@ def restore(trainer: Trainer, ckpt_path: str | os.PathLike) -> None:
     if not found:
         trainer.runtime.print(f'fit(ckpt_path="{ckpt_path}"): no last checkpoint in '
                               f"{trainer.checkpoint_callback.setup_dir(trainer)}; "
-                              "training from the start")
+                              "training from the start", file=sys.stderr)
         return
     targets: dict[str, Any] = {"model": trainer._model}
     targets.update(zip(_optimizer_keys(len(trainer.optimizers)), trainer.optimizers))
