@@ -82,3 +82,31 @@ def test_single_file_check_imports_no_codemod_pool_or_torch(tmp_path):
     code, heavy = json.loads(done.stdout.strip().splitlines()[-1])
     assert code == 1  # the training script has findings
     assert heavy == []
+
+
+def test_ancestor_walks_grow_linearly_with_file_size(monkeypatch):
+    """4x the lines -> at most ~4x the ancestor steps: no per-node scan of the whole file
+    (``inside``/``subtree``/bucket filters were quadratic before they used rank intervals)."""
+    import importlib.util
+
+    from migrator.analysis.index import Index
+
+    spec = importlib.util.spec_from_file_location("bench", ROOT / "benchmarks" / "migrator_speed.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    real = Index.ancestors
+    steps = [0]
+
+    def counting(self, node):
+        for a in real(self, node):
+            steps[0] += 1
+            yield a
+
+    monkeypatch.setattr(Index, "ancestors", counting)
+    counts = []
+    for size in (400, 1600):
+        steps[0] = 0
+        assert migrate_source(bench.synthetic(size)).status is Status.CHANGED
+        counts.append(steps[0])
+    assert counts[0] > 0
+    assert counts[1] <= 5 * counts[0], counts
