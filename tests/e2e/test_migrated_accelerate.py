@@ -48,16 +48,23 @@ def test_migrated_sources_speak_accelerate():
     for name in NAMES:
         tree = ast.parse(require_migrated(name, "accelerate").read_text())
         calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
-        bare = [ast.unparse(c) for c in calls if isinstance(c.func, ast.Attribute)
-                and c.func.attr == "backward" and not c.args]
+        bare = [
+            ast.unparse(c)
+            for c in calls
+            if isinstance(c.func, ast.Attribute) and c.func.attr == "backward" and not c.args
+        ]
         assert not bare, f"{name}: bare backward left: {bare}"
-        imports = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "accelerate"]
+        imports = [
+            n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "accelerate"
+        ]
         assert imports, f"{name}: never imports accelerate"
         # Trap 1: a prepared per-epoch scheduler steps once per process; never prepare one.
         for c in calls:
             if isinstance(c.func, ast.Attribute) and c.func.attr == "prepare":
                 names = {ast.unparse(a) for a in c.args}
-                assert not any("sched" in n for n in names), f"{name}: scheduler prepared: {ast.unparse(c)}"
+                assert not any("sched" in n for n in names), (
+                    f"{name}: scheduler prepared: {ast.unparse(c)}"
+                )
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -68,9 +75,18 @@ def test_single_process_prints_exactly_the_original(name):
     run = run_single(out, spec.train_args, f"acc-one-{name}")
     run.check_ok(f"migrated {name}.py (accelerate) on 1 process")
     if run.proc.stdout != expected.proc.stdout:
-        diff = "".join(difflib.unified_diff(expected.proc.stdout.splitlines(True),
-                                            run.proc.stdout.splitlines(True), "original", "migrated", n=1))
-        pytest.fail(f"1-process stdout differs:\n{diff[:4000]}\n--- stderr ---\n{run.proc.stderr[-2000:]}")
+        diff = "".join(
+            difflib.unified_diff(
+                expected.proc.stdout.splitlines(True),
+                run.proc.stdout.splitlines(True),
+                "original",
+                "migrated",
+                n=1,
+            )
+        )
+        pytest.fail(
+            f"1-process stdout differs:\n{diff[:4000]}\n--- stderr ---\n{run.proc.stderr[-2000:]}"
+        )
     assert files_in(run.cwd) == files_in(expected.cwd)
     for rel, check in spec.files.items():
         check(run.cwd / rel)
@@ -140,9 +156,10 @@ print(type(opt.step(closure)).__name__, type(opt.optimizer.step(closure)).__name
 def test_trap_prepared_lbfgs_step_returns_none_and_the_migration_avoids_it(tmp_path):
     script = tmp_path / "lbfgs.py"
     script.write_text(_LBFGS)
-    proc = run_cmd([sys.executable, str(script)], timeout=SINGLE_TIMEOUT, cwd=tmp_path, env=child_env())
+    proc = run_cmd(
+        [sys.executable, str(script)], timeout=SINGLE_TIMEOUT, cwd=tmp_path, env=child_env()
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split() == ["NoneType", "Tensor"]
     migrated = require_migrated("lbfgs_fit", "accelerate").read_text()
     assert "loss = optimizer.optimizer.step(closure)" in migrated
-
