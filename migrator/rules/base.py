@@ -6,7 +6,7 @@ import importlib
 import pkgutil
 from typing import ClassVar
 
-_REGISTRY: dict[str, type["Rule"]] = {}
+_REGISTRY: dict[str, type[Rule]] = {}
 
 
 class Rule:

@@ -77,15 +77,6 @@ def unsafe_calls(ctx, node: cst.CSTNode, handles: Iterable[str] = ()) -> list[cs
     return [c for c in ctx.ix.subtree(node, cst.Call) if not call_is_safe(ctx, c, handles)]
 
 
-def arg(call: cst.Call, pos: int, keyword: str) -> cst.Arg | None:
-    """The argument at position ``pos`` or passed as ``keyword``."""
-    for a in call.args:
-        if a.keyword is not None and a.keyword.value == keyword:
-            return a
-    positional = [a for a in call.args if a.keyword is None and not a.star]
-    return positional[pos] if pos < len(positional) else None
-
-
 def expression_statement(ctx, call: cst.Call) -> cst.SimpleStatementLine | None:
     """The statement line when ``call`` is the whole statement (``save_image(...)``)."""
     small = ctx.ix.parent.get(call)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import libcst as cst
 
+from migrator.rules._util import find_arg as arg
 from migrator.rules.base import Rule
-from migrator.rules.side_effects_common import arg, expression_statement, in_rank_zero_guard, runs
+from migrator.rules.side_effects_common import expression_statement, in_rank_zero_guard, runs
 
 _DOWNLOADERS = {
     "urllib.request.urlretrieve",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import libcst as cst
 
+from migrator.rules._util import find_arg as arg
 from migrator.rules.base import Rule
 from migrator.rules.side_effects_common import (
-    arg,
     expression_statement,
     guard_hoisted,
     guard_run,
