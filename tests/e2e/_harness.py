@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import difflib
 import json
 import os
 import re
@@ -56,6 +57,24 @@ class Run:
     def check_ok(self, what: str) -> None:
         if self.proc.returncode != 0:
             pytest.fail(f"{what} exited {self.proc.returncode}\n{describe(self.proc)}")
+
+    def check_same_stdout(self, expected: Run) -> None:
+        """Fail with a unified diff unless this run printed exactly what ``expected`` printed."""
+        if self.proc.stdout == expected.proc.stdout:
+            return
+        diff = "".join(
+            difflib.unified_diff(
+                expected.proc.stdout.splitlines(True),
+                self.proc.stdout.splitlines(True),
+                "original",
+                "migrated",
+                n=1,
+            )
+        )
+        pytest.fail(
+            f"1-process stdout differs from the original:\n{diff[:4000]}"
+            f"\n--- stderr ---\n{self.proc.stderr[-2000:]}"
+        )
 
 
 def run_single(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import difflib
 
 import pytest
 
@@ -88,19 +87,7 @@ def test_single_process_prints_exactly_the_original(name, target):
     out = require_migrated(name, target)
     run = run_single(out, spec.train_args, f"one-{name}-{target}")
     run.check_ok(f"migrated {name}.py ({target}) on 1 process")
-    if run.proc.stdout != expected.proc.stdout:
-        diff = "".join(
-            difflib.unified_diff(
-                expected.proc.stdout.splitlines(True),
-                run.proc.stdout.splitlines(True),
-                "original",
-                "migrated",
-                n=1,
-            )
-        )
-        pytest.fail(
-            f"1-process stdout differs from the original:\n{diff[:4000]}\n--- stderr ---\n{run.proc.stderr[-2000:]}"
-        )
+    run.check_same_stdout(expected)
     assert files_in(run.cwd) == files_in(expected.cwd), (
         "the migrated script wrote other files than the original"
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import difflib
 import re
 import sys
 
@@ -74,19 +73,7 @@ def test_single_process_prints_exactly_the_original(name):
     out = require_migrated(name, "accelerate")
     run = run_single(out, spec.train_args, f"acc-one-{name}")
     run.check_ok(f"migrated {name}.py (accelerate) on 1 process")
-    if run.proc.stdout != expected.proc.stdout:
-        diff = "".join(
-            difflib.unified_diff(
-                expected.proc.stdout.splitlines(True),
-                run.proc.stdout.splitlines(True),
-                "original",
-                "migrated",
-                n=1,
-            )
-        )
-        pytest.fail(
-            f"1-process stdout differs:\n{diff[:4000]}\n--- stderr ---\n{run.proc.stderr[-2000:]}"
-        )
+    run.check_same_stdout(expected)
     assert files_in(run.cwd) == files_in(expected.cwd)
     for rel, check in spec.files.items():
         check(run.cwd / rel)
