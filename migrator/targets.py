@@ -211,6 +211,10 @@ class ModuleVocabulary:
     barrier: str = "{trainer}.runtime.barrier()"  # every process waits (after rank 0 wrote a file)
     fallback_target: str = "runtime"  # wrapper-form target used when the script does not fit
     launch_hint: str = "migrate run --devices N script.py"
+    # where the Trainer steps an epoch-interval scheduler (no monitor): after the epoch's
+    # validation and on_train_epoch_end (runtime), or after the last training batch, before
+    # validation (Lightning 2.x); the module form keeps the script's order around its step
+    epoch_scheduler_before_validation: bool = False
 
 
 RUNTIME_MODULE = ModuleVocabulary(
@@ -260,6 +264,7 @@ LIGHTNING_MODULE = ModuleVocabulary(
     trainer_extra=(("num_sanity_val_steps", "0"),),
     barrier="{trainer}.strategy.barrier()",
     fallback_target="fabric",
+    epoch_scheduler_before_validation=True,
     # Lightning reads PL_TRAINER_DEVICES; under torchrun it must equal --nproc-per-node.
     launch_hint="python script.py (spawns on GPUs) or PL_TRAINER_DEVICES=N torchrun --nproc-per-node N script.py",
 )

@@ -47,6 +47,14 @@ class TrainModule(nn.Module):
         ``{"optimizer": opt, "lr_scheduler": {"scheduler": s, "interval": "epoch"}}``."""
         raise NotImplementedError(f"{type(self).__name__} must implement configure_optimizers")
 
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        """Step one scheduler the Trainer steps (``metric``: the monitored value, or None).
+        Override to run code right after the step, as in Lightning."""
+        if metric is None:
+            scheduler.step()
+        else:
+            scheduler.step(metric)
+
     def on_fit_start(self) -> None:
         """Called once when ``fit`` starts, after set-up and any checkpoint restore."""
 

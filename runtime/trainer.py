@@ -335,9 +335,9 @@ class Trainer:
             if cfg.interval != interval or count % cfg.frequency:
                 continue
             if not cfg.needs_metric:
-                cfg.scheduler.step()
+                self.module.lr_scheduler_step(cfg.scheduler, None)
             elif cfg.monitor in self.epoch_metrics:
-                cfg.scheduler.step(self.epoch_metrics[cfg.monitor])
+                self.module.lr_scheduler_step(cfg.scheduler, self.epoch_metrics[cfg.monitor])
             elif cfg.strict and self.validated_this_epoch:
                 raise KeyError(f"lr_scheduler monitor {cfg.monitor!r} was not logged; logged: "
                                f"{', '.join(sorted(self.callback_metrics)) or 'none'}")

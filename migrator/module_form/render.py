@@ -13,7 +13,8 @@ from migrator.module_form.names import rename, usage
 from migrator.module_form.shape import NoFit, Phase, Shape
 from migrator.targets import ModuleVocabulary
 
-_PARTS = ("on_train_epoch_start", "training_step", "on_validation_epoch_start", "validation_step", "hook_end")
+_PARTS = ("on_train_epoch_start", "training_step", "on_validation_epoch_start", "validation_step", "hook_end",
+          "after_scheduler_step")
 
 
 @dataclass(frozen=True)
@@ -29,9 +30,10 @@ class Rendered:
 def render(facts: Facts, shape: Shape, vocab: ModuleVocabulary) -> Rendered:
     """Build the class and the fit call for ``shape`` in ``vocab``'s spelling."""
     ix = facts.ix
-    parts = _parts(shape)
+    _scheduler_order(shape, vocab)
+    parts = _parts(shape, split=not vocab.epoch_scheduler_before_validation)
     # analysed in the epoch loop's names: a helper function's parameters become its arguments
-    uses = {k: usage([rename(st, params) for st, params in v]) for k, v in parts.items()}
+    uses = {k: usage([rename(_without(ix, st, shape.removed), params) for st, params in v]) for k, v in parts.items()}
     where: dict[str, set[str]] = {}
     for part, u in uses.items():
         for name in set(u.loads) | set(u.stores):
@@ -69,28 +71,31 @@ def render(facts: Facts, shape: Shape, vocab: ModuleVocabulary) -> Rendered:
     if start:
         hooks.append(("on_train_epoch_start", (), start))
     hooks.append(("training_step", ("batch", "batch_idx"), _training_step(facts, shape, parts["training_step"], mapping)))
+    after_step = _code(ix, parts["after_scheduler_step"], mapping)
     def summed(part: str) -> list[str]:
         # shared names a step adds to: per-process partial sums until reduced
         return sorted(n for n in shared if any(k == "augstore" and name == n for k, name, _ in uses[part].events))
 
     accumulators = summed("validation_step")
-    read_at_end = set(uses["hook_end"].loads)
+    read_at_end = set(uses["hook_end"].loads) | set(uses["after_scheduler_step"].loads)
     reduced = sorted({n for n in summed("training_step") + accumulators if n in read_at_end} | set(accumulators))
     reduce = "".join(f"self.{attr[n]} = {vocab.sum_across_processes.format(value=f'self.{attr[n]}')}\n" for n in reduced)
     if shape.val is not None:
         vstart = _code(ix, parts["on_validation_epoch_start"], mapping)
         if vstart:
             hooks.append(("on_validation_epoch_start", (), vstart))
-        body = _unpack(shape.val, mapping) + _code(ix, parts["validation_step"], _with_index(mapping, shape.val))
+        body = _unpack(shape.val, mapping) + _code(ix, parts["validation_step"], _with_index(mapping, shape.val), shape.removed)
         hooks.append(("validation_step", ("batch", "batch_idx"), body))
         logs = "".join(f'self.log("{n}", self.{attr[n]}, sync_dist=True)\n' for n in accumulators)
         end = reduce + _code(ix, parts["hook_end"], mapping) + logs
         if end:
             hooks.append(("on_validation_epoch_end", (), end))
     else:
-        end = (reduce if _code(ix, parts["hook_end"], mapping) else "") + _code(ix, parts["hook_end"], mapping)
+        end = (reduce if _code(ix, parts["hook_end"], mapping) or after_step else "") + _code(ix, parts["hook_end"], mapping)
         if end:
             hooks.append(("on_train_epoch_end", (), end))
+    if after_step:  # the epoch's statements after ``scheduler.step()`` see the stepped scheduler
+        hooks.append(("lr_scheduler_step", ("scheduler", "metric"), "super().lr_scheduler_step(scheduler, metric)\n" + after_step))
 
     opt_mapping = {shape.model: mapping[shape.model]} | {n: mapping[n] for n in captured}
     optimizer = ix.code(rename(shape.optimizer_call, opt_mapping))
@@ -115,7 +120,7 @@ def render(facts: Facts, shape: Shape, vocab: ModuleVocabulary) -> Rendered:
     trainer_var = facts.free_name("trainer")
     fit_code = _template("fit_call.py.j2").render(
         trainer_var=trainer_var, trainer=vocab.trainer, max_epochs=shape.max_epochs,
-        clip=shape.clip, extra=vocab.trainer_extra, checkpoint=vocab.checkpoint,
+        clip=shape.clip, extra=[*shape.trainer_args, *vocab.trainer_extra], checkpoint=vocab.checkpoint,
         module_call=f"{name}({', '.join([shape.model, *captured])})", loaders=loaders,
     )
     return Rendered(name, _black(class_code), _black(fit_code), trainer_var)
@@ -134,7 +139,34 @@ def _attr(name: str) -> str:
     return f"{name}_" if name in _RESERVED else name
 
 
-def _parts(shape: Shape) -> dict[str, list[tuple[cst.CSTNode, dict]]]:
+def _scheduler_order(shape: Shape, vocab: ModuleVocabulary) -> None:
+    """The statements that run on the other side of the epoch scheduler's step than in the
+    script must not read the optimizer or the scheduler (they would see another learning rate).
+    Lightning steps before validation; the runtime after the epoch, and the statements after the
+    script's step at the end of the epoch move into ``lr_scheduler_step``."""
+    step = shape.scheduler_step
+    if step is None:
+        return
+    train, val = shape.train, shape.val
+    seq = [(s, train.params) for s in train.post] + [(s, {}) for s in shape.epoch_mid]
+    if val is not None:
+        seq += [(s, val.params) for s in [*val.pre, *val.loop.body.body, *val.post]]
+    seq += [(s, {}) for s in shape.epoch_post]
+    cut = next(i for i, (s, _) in enumerate(seq) if s is step)
+    if vocab.epoch_scheduler_before_validation:
+        moved, side, when = seq[:cut], "before", "before the epoch's validation"
+    elif step in shape.epoch_post:
+        return
+    else:
+        moved, side, when = seq[cut + 1:], "after", "after the epoch's validation"
+    names = {shape.optimizer, shape.scheduler}
+    for s, params in moved:
+        if s not in shape.dropped and set(usage([rename(s, params)]).loads) & names:
+            raise NoFit("MIG502", s, f"reads the optimizer or scheduler {side} `{shape.scheduler}.step()`, "
+                        f"but {vocab.trainer} steps epoch schedulers {when}")
+
+
+def _parts(shape: Shape, split: bool) -> dict[str, list[tuple[cst.CSTNode, dict]]]:
     """Statements of each hook, with the parameter bindings of the helper function they come from."""
 
     def keep(stmts, phase: Phase | None = None) -> list:
@@ -148,7 +180,12 @@ def _parts(shape: Shape) -> dict[str, list[tuple[cst.CSTNode, dict]]]:
         "on_validation_epoch_start": [],
         "validation_step": keep(val.loop.body.body, val) if val else [],
         "hook_end": keep(shape.epoch_post),
+        "after_scheduler_step": [],
     }
+    if split and shape.scheduler_step in shape.epoch_post:  # runs after the Trainer steps the scheduler
+        cut = shape.epoch_post.index(shape.scheduler_step)
+        parts["hook_end"] = keep(shape.epoch_post[:cut])
+        parts["after_scheduler_step"] = keep(shape.epoch_post[cut + 1:])
     if val is not None:  # the training function's tail runs before validation starts
         parts["on_validation_epoch_start"] = keep(train.post, train) + keep(shape.epoch_mid) + keep(val.pre, val)
         parts["hook_end"] = keep(val.post, val) + parts["hook_end"]
@@ -225,7 +262,7 @@ def _training_step(facts: Facts, shape: Shape, stmts: list, mapping: dict) -> st
             continue
         if stmt not in kept:
             continue
-        text += _code(ix, [(stmt, {})], step_map)
+        text += _code(ix, [(stmt, {})], step_map, shape.removed)
     result = "step_loss" if rebound or not isinstance(loss, cst.Name) else ix.code(rename(loss, step_map))
     return text + f"return {result}\n"
 
@@ -265,10 +302,18 @@ def writes(ix, stmt: cst.CSTNode) -> bool:
     return False
 
 
-def _code(ix, stmts, mapping) -> str:
+def _without(ix, stmt: cst.CSTNode, removed) -> cst.CSTNode:
+    """``stmt`` without the statements in ``removed`` nested in it (a trailing ``if flag: break``)."""
+    for node in removed:
+        if ix.inside(node, stmt):
+            stmt = stmt.deep_remove(node)
+    return stmt
+
+
+def _code(ix, stmts, mapping, removed=frozenset()) -> str:
     text = ""
     for s, params in stmts:
-        code = cst.Module(body=[]).code_for_node(rename(s, _compose(params, mapping)))
+        code = cst.Module(body=[]).code_for_node(rename(_without(ix, s, removed), _compose(params, mapping)))
         if writes(ix, s):  # rank 0 writes; every process keeps computing
             code = "if self.trainer.is_global_zero:\n" + textwrap.indent(textwrap.dedent(code), "    ")
         text += code

@@ -43,6 +43,9 @@ class Phase:
     pre: list[cst.BaseStatement] = field(default_factory=list)  # the function's statements around the loop
     post: list[cst.BaseStatement] = field(default_factory=list)
     removable: bool = False  # the function is used by that call only
+    # ``if <flag>: break`` ending the loop body (or ending ``if i % n == 0:`` bodies ending it):
+    # one batch per epoch when the flag holds, i.e. the Trainer's ``limit_*_batches``
+    stop: cst.If | None = None
 
     @property
     def in_epoch(self) -> cst.CSTNode:
@@ -79,6 +82,9 @@ class Shape:
     loss: cst.BaseExpression | None = None
     dropped: set[cst.CSTNode] = field(default_factory=set)  # statements the Trainer now does
     clip: str | None = None  # gradient_clip_val code
+    trainer_args: list[tuple[str, str]] = field(default_factory=list)  # Trainer keyword -> code
+    removed: set[cst.CSTNode] = field(default_factory=set)  # statements cut out of kept statements
+    scheduler_step: cst.CSTNode | None = None  # the epoch-interval ``scheduler.step()`` statement
     anchor: cst.CSTNode | None = None  # top-level statement the class goes before
     scope: cst.FunctionDef | None = None  # function holding the epoch loop (None: module level)
 
@@ -118,6 +124,7 @@ def analyse_shape(facts: Facts) -> Shape:
     _training_body(facts, shape, back)
     _optimizer(facts, shape)
     _escapes(facts, shape)
+    _limits(facts, shape)
     return shape
 
 
@@ -166,15 +173,105 @@ def loader_phase(facts: Facts, loop: cst.For, what: str) -> Phase:
     names = {n.value for n in ix.subtree(target, cst.Name)} if not isinstance(target, cst.Name) else {target.value}
     if "batch" in names and not isinstance(target, cst.Name) or "batch_idx" in names:
         raise NoFit("MIG502", loop, f"the {what} loop's target uses the names batch/batch_idx of the step's parameters")
+    stop = None
     for node in ix.subtree(loop.body, (cst.Break, cst.Continue, cst.Return, cst.Yield)):
         inner = [lp for lp in ix.loops_around(node) if ix.inside(lp, loop.body)]
         if isinstance(node, (cst.Break, cst.Continue)) and inner:
             continue  # leaves a loop nested in the step
+        if isinstance(node, cst.Break) and stop is None:
+            stop = _trailing_stop(ix, loop, node, index, target)
+            if stop is not None:
+                continue
         word = type(node).__name__.lower()
         raise NoFit("MIG503", node, f"`{word}` inside the {what} loop: a {what} step cannot end its epoch early")
     if loop.orelse is not None:
         raise NoFit("MIG503", loop, f"`for ... else` on the {what} loop")
-    return Phase(loop, loop_holder(ix, loop), it, index, target)
+    return Phase(loop, loop_holder(ix, loop), it, index, target, stop=stop)
+
+
+def _trailing_stop(ix, loop: cst.For, brk: cst.Break, index: str | None, target) -> cst.If | None:
+    """The ``if <flag>: break`` holding ``brk`` when it ends the batch after its first when the
+    flag holds and never otherwise: the ``if`` (no ``else``) is the loop body's last statement,
+    or the last statement of ``if <i> % n == 0:`` / ``if <i> == 0:`` bodies (true at batch 0) that
+    end the loop body; the flag calls nothing and reads no name the loop binds."""
+    holder = ix.parent.get(brk)
+    if isinstance(holder, cst.SimpleStatementSuite) and len(holder.body) == 1:
+        guard = ix.parent.get(holder)
+    elif isinstance(holder, cst.SimpleStatementLine) and len(holder.body) == 1 and len(ix.parent[holder].body) == 1:
+        guard = ix.parent.get(ix.parent[holder])
+    else:
+        return None
+    if not isinstance(guard, cst.If) or guard.orelse is not None:
+        return None
+    cur = guard
+    while True:
+        block = ix.parent.get(cur)
+        if not isinstance(block, cst.IndentedBlock) or block.body[-1] is not cur:
+            return None
+        owner = ix.parent.get(block)
+        if owner is loop:
+            break
+        if not (isinstance(owner, cst.If) and owner.orelse is None and len(block.body) > 1
+                and _true_at_first_batch(owner.test, index)):
+            return None
+        cur = owner
+    if ix.subtree(guard.test, (cst.Call, cst.Lambda, cst.NamedExpr, cst.Await, cst.Yield)):
+        return None
+    bound = set(usage([loop]).stores) | set(usage([cst.Expr(target)]).loads) | ({index} if index else set())
+    if set(usage([guard.test]).loads) & bound:
+        return None
+    return guard
+
+
+def _true_at_first_batch(test: cst.BaseExpression, index: str | None) -> bool:
+    """``<index> % n == 0`` or ``<index> == 0``."""
+    if index is None or not (isinstance(test, cst.Comparison) and len(test.comparisons) == 1):
+        return False
+    comp = test.comparisons[0]
+    if not (isinstance(comp.operator, cst.Equal) and isinstance(comp.comparator, cst.Integer) and comp.comparator.value == "0"):
+        return False
+    left = test.left
+    if isinstance(left, cst.BinaryOperation) and isinstance(left.operator, cst.Modulo):
+        left = left.left
+    return isinstance(left, cst.Name) and left.value == index and not test.lpar
+
+
+def _limits(facts: Facts, shape: Shape) -> None:
+    """A phase's trailing ``if <flag>: break`` becomes ``limit_*_batches=1 if <flag> else None``
+    when the flag has the same value at every batch: no name or attribute the epoch loop (or
+    the helper function) assigns."""
+    ix = facts.ix
+    for phase, key in ((shape.train, "limit_train_batches"), (shape.val, "limit_val_batches")):
+        if phase is None or phase.stop is None:
+            continue
+        test = phase.stop.test
+        region = [shape.epoch_loop] + ([phase.function] if phase.function is not None else [])
+        local = set(usage(phase.function.body.body).stores) if phase.function is not None else set()
+        flag = rename(test, phase.params)
+        names = set(usage([flag]).loads)
+        if set(usage([test]).loads) & local or names & set(usage([shape.epoch_loop]).stores) or _assigns_into(ix, region, names):
+            raise NoFit("MIG503", phase.stop, f"`break` inside the {'training' if key == 'limit_train_batches' else 'evaluation'} "
+                        "loop on a condition the loop changes: a step cannot end its epoch early")
+        code = ix.code(flag)
+        if isinstance(flag, (cst.IfExp, cst.Lambda)) and not flag.lpar:
+            code = f"({code})"
+        shape.trainer_args.append((key, f"1 if {code} else None"))
+        if ix.block_of(phase.stop) is phase.loop.body:
+            shape.dropped.add(phase.stop)
+        else:
+            shape.removed.add(phase.stop)
+
+
+def _assigns_into(ix, region: list, names: set[str]) -> bool:
+    """Some statement in ``region`` assigns an attribute or item of one of ``names``."""
+    for node in region:
+        for t in ix.subtree(node, (cst.AssignTarget, cst.AugAssign, cst.AnnAssign)):
+            target = t.target
+            while isinstance(target, (cst.Attribute, cst.Subscript)):
+                target = target.value
+                if isinstance(target, cst.Name) and target.value in names:
+                    return True
+    return False
 
 
 def _epoch_parts(facts: Facts, epoch: cst.For, train: Phase) -> Shape:
@@ -313,6 +410,10 @@ def _optimizer(facts: Facts, shape: Shape) -> None:
                 shape.interval = "step"
             elif ix.block_of(s) is not shape.epoch_loop.body:
                 raise NoFit("MIG502", call, "the scheduler is stepped conditionally")
+            elif s in shape.epoch_pre:
+                raise NoFit("MIG502", call, "the scheduler is stepped before the epoch's training: the Trainer steps it after")
+            else:
+                shape.scheduler_step = s  # what follows it in the epoch runs after the Trainer's step
             shape.dropped.add(s)
 
 

@@ -57,7 +57,9 @@ class NoRecognisableLoop(Rule):
     DataLoader with one `loss.backward()`, and one `optimizer = Opt(model.parameters(), ...)`
     created before it in the same block. Batchified tensors without a DataLoader, loops in
     helper functions or methods, `while` epoch loops and optimizers created elsewhere do not
-    fit.
+    fit; nor does code that reads the optimizer or scheduler on the other side of an epoch
+    `scheduler.step()` than the Trainer steps it (Lightning steps before validation, the
+    runtime after the epoch; what follows the step at the end of the epoch is kept after it).
 
     **Why**: a half-converted file is worse than none; the wrapper form keeps the script's
     shape and still runs distributed.
@@ -74,9 +76,12 @@ class NoRecognisableLoop(Rule):
 class StepCannotExpress(Rule):
     """Control flow a training step cannot express: migrated in the wrapper form instead.
 
-    **What**: `break` / `continue` / `return` in the batch loop (e.g. a loss-threshold exit or
-    a dry-run flag), `break` out of the epoch loop, `optimizer.step(closure)` (LBFGS) and a
-    conditional `backward()`.
+    **What**: `break` / `continue` / `return` in the batch loop (e.g. a loss-threshold exit),
+    `break` out of the epoch loop, `optimizer.step(closure)` (LBFGS) and a conditional
+    `backward()`. One `break` is converted instead: `if <flag>: break` ending the batch-loop
+    body (or ending `if i % n == 0:` bodies that end it), whose flag calls nothing and is not
+    changed by the loop, becomes `limit_train_batches=1 if <flag> else None` (an evaluation
+    loop: `limit_val_batches`), e.g. pytorch/examples' `if args.dry_run: break`.
 
     **Why**: the Trainer owns the loops; a step returns one loss per batch and cannot leave
     its epoch, and the Trainer steps optimizers without a closure.

@@ -32,11 +32,17 @@ TARGETS = ("runtime", "lightning")
 BIN = Path(sys.executable).parent
 
 # Every whole script that fits the module form, with the lines that report its numbers. Of
-# fixtures/scripts only notebook_style fits (mnist_cnn: `break` under --dry-run; class_trainer:
-# loops in methods; dcgan: two optimizers; see test_scripts_that_do_not_fit_fall_back);
+# fixtures/scripts notebook_style and mnist_cnn fit (mnist_cnn: its `--dry-run` break becomes
+# limit_train_batches, the LR printed after scheduler.step() sees the stepped scheduler;
+# class_trainer: loops in methods; dcgan: two optimizers; see test_scripts_that_do_not_fit_fall_back);
 # from fixtures/module, inline_classifier adds a function-local loop with StepLR and clipping,
 # helper_functions the pytorch/examples shape (train()/test() helpers taking the device).
 FITTING = {
+    "mnist_cnn": (
+        FIXTURES / "scripts" / "mnist_cnn.py", ("--epochs", "2", "--save-model"),
+        re.compile(r"Train Epoch: \d+ \[\d+/\d+ \(\d+%\)\]\tLoss: [\d.]+|Test set: Average loss: [\d.]+, "
+                   r"Accuracy: \d+/\d+|Learning rate: [\d.]+"),
+    ),
     "notebook_style": (
         FIXTURES / "scripts" / "notebook_style.py", ("--epochs", "2"),
         re.compile(r"loss: +[\d.]+ +\[ *\d+/ *\d+\]|Accuracy: [\d.]+% \(\d+/\d+\)"),
@@ -91,6 +97,24 @@ def test_one_process_reproduces_the_original_losses(name: str, target: str) -> N
     assert expected, "the original printed no report lines"
     assert report(run.proc.stdout, name) == expected
     assert (run.cwd / "checkpoints" / "last.ckpt").exists()
+
+
+@cache
+def _original_dry_run() -> Run:
+    run = run_single(FITTING["mnist_cnn"][0], ("--epochs", "2", "--dry-run"), "orig-mnist-dry")
+    run.check_ok("original mnist_cnn --dry-run")
+    return run
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_dry_run_break_is_one_batch_per_epoch(target: str) -> None:
+    """mnist_cnn --dry-run: `if args.dry_run: break` became limit_train_batches=1 if args.dry_run else None."""
+    args = ("--epochs", "2", "--dry-run")
+    run = run_single(migrated("mnist_cnn", target), args, f"mod-dry-{target}")
+    run.check_ok(f"module-form mnist_cnn --dry-run ({target})")
+    expected = report(_original_dry_run().proc.stdout, "mnist_cnn")
+    assert len([x for x in expected if x.startswith("Train")]) == 2  # one batch per epoch
+    assert report(run.proc.stdout, "mnist_cnn") == expected
 
 
 def run_two(script: Path, args: tuple[str, ...], target: str, label: str) -> Run:

@@ -92,7 +92,7 @@ def test_templates_ship_as_package_data() -> None:
 
 @pytest.mark.parametrize(
     ("script", "code"),
-    [("lbfgs_fit", "MIG503"), ("lstm_lm", "MIG504"), ("dcgan", "MIG504"), ("mnist_cnn", "MIG503"),
+    [("lbfgs_fit", "MIG503"), ("lstm_lm", "MIG504"), ("dcgan", "MIG504"), ("mnist_cnn", "MIG501"),
      ("class_trainer", "MIG502"), ("transformer_lm", "MIG507"), ("notebook_style", "MIG501")],
 )
 def test_whole_scripts_convert_or_say_why(script: str, code: str) -> None:
@@ -101,3 +101,55 @@ def test_whole_scripts_convert_or_say_why(script: str, code: str) -> None:
         result = migrate_source(src, f"{script}.py", Options(target=target, form="module"))
         assert not result.internal_error, result.traceback
         assert code in {f.code for f in result.findings}, (target, result.findings)
+
+
+_STOP_LOOP = '''import argparse
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+args = argparse.Namespace(dry_run=True, every=2)
+loader = DataLoader(TensorDataset(torch.randn(64, 3), torch.randn(64, 1)), batch_size=8)
+model = nn.Linear(3, 1)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+for epoch in range(3):
+    for i, (x, y) in enumerate(loader):
+        optimizer.zero_grad()
+        loss = nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        optimizer.step()
+{tail}
+'''
+
+
+@pytest.mark.parametrize(("tail", "limit"), [
+    ("        if args.dry_run: break", "limit_train_batches=1 if args.dry_run else None"),
+    ("        if i == 0:\n            print(loss.item())\n            if not args.dry_run:\n                break",
+     "limit_train_batches=1 if not args.dry_run else None"),
+    ("        if args.every > 1 if args.dry_run else False:\n            break",
+     "limit_train_batches=1 if (args.every > 1 if args.dry_run else False) else None"),
+])
+def test_trailing_flag_break_becomes_a_batch_limit(tail: str, limit: str) -> None:
+    for target in TARGETS:
+        result = migrate_source(_STOP_LOOP.format(tail=tail), "m.py", Options(target=target, form="module"))
+        assert "MIG501" in {f.code for f in result.findings}, (target, result.findings)
+        assert limit in result.output and "break" not in result.output
+
+
+@pytest.mark.parametrize("tail", [
+    "        if i > 2: break",  # reads the loop index
+    "        if loss.item() < 0.1 and args.dry_run: break",  # reads a loop value
+    "        if args.dry_run: break\n        print(i)",  # not the last statement
+    "        if args.dry_run:\n            break\n        else:\n            pass",  # an else branch
+    "        if args.dry_run:\n            print(i)\n            break",  # more than the break
+    "        if getattr(args, 'dry_run'): break",  # a call
+    "        if i % args.every == 1:\n            print(i)\n            if args.dry_run:\n                break",  # not batch 0
+    "        if i % 2 == 0:\n            if args.dry_run:\n                break",  # nothing else in the guard
+    "        args.dry_run = i > 2\n        if args.dry_run: break",  # the loop changes the flag
+    "        if args.dry_run: break\n    args = argparse.Namespace(dry_run=False)",  # the epoch loop rebinds it
+])
+def test_other_breaks_still_fall_back(tail: str) -> None:
+    for target in TARGETS:
+        result = migrate_source(_STOP_LOOP.format(tail=tail), "m.py", Options(target=target, form="module"))
+        assert not result.internal_error, result.traceback
+        assert "MIG503" in {f.code for f in result.findings}, (tail, target, result.findings)

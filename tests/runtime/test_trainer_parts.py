@@ -206,3 +206,31 @@ def test_learning_rate_monitor_logs_each_step(tmp_path):
         lrs = [float(r["lr-SGD"]) for r in csv.DictReader(f) if r["lr-SGD"]]
     # one row per batch; the LR halves after every third batch (an optimizer step)
     assert lrs == pytest.approx([0.05 * 0.5 ** ((i + 1) // 3) for i in range(len(train))])
+
+
+def test_lr_scheduler_step_hook_steps_every_scheduler(tmp_path):
+    """As in Lightning, the Trainer steps schedulers through ``module.lr_scheduler_step``
+    (epoch ones after on_train_epoch_end; plateau ones with the monitored value)."""
+
+    class Recorded(Regression):
+        def __init__(self, **kwargs) -> None:
+            super().__init__(**kwargs)
+            self.seen: list[tuple[str, float, float | None]] = []
+
+        def on_train_epoch_end(self):
+            self.seen.append(("epoch_end", self.lr_schedulers().get_last_lr()[0], None))
+
+        def lr_scheduler_step(self, scheduler, metric):
+            super().lr_scheduler_step(scheduler, metric)
+            self.seen.append(("stepped", scheduler.get_last_lr()[0], metric))
+
+    train, val = loaders()
+    module = Recorded(interval="epoch")
+    Trainer(max_epochs=2, default_root_dir=tmp_path, logger=False, enable_checkpointing=False).fit(module, train, val)
+    assert module.seen == [("epoch_end", 0.05, None), ("stepped", 0.025, None),
+                           ("epoch_end", 0.025, None), ("stepped", 0.0125, None)]
+    plateau = Recorded(interval="epoch", scheduler="plateau")
+    trainer = Trainer(max_epochs=1, default_root_dir=tmp_path / "p", logger=False, enable_checkpointing=False)
+    trainer.fit(plateau, train, val)
+    (stepped,) = [s for s in plateau.seen if s[0] == "stepped"]
+    assert stepped[2] == pytest.approx(trainer.callback_metrics["val_loss"])
