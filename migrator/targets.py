@@ -215,6 +215,9 @@ class ModuleVocabulary:
     # validation and on_train_epoch_end (runtime), or after the last training batch, before
     # validation (Lightning 2.x); the module form keeps the script's order around its step
     epoch_scheduler_before_validation: bool = False
+    # Trainer keyword arguments of manual optimization (several backward passes per batch, some
+    # reaching only part of the parameters: DDP must look for unused parameters)
+    manual_trainer_extra: tuple[tuple[str, str], ...] = ()
 
 
 RUNTIME_MODULE = ModuleVocabulary(
@@ -226,6 +229,7 @@ RUNTIME_MODULE = ModuleVocabulary(
     checkpoint='ModelCheckpoint(dirpath="checkpoints", save_last=True)',
     # Runtime.all_reduce keeps Python ints ints and floats floats.
     sum_across_processes='self.trainer.runtime.all_reduce({value}, op="sum")',
+    manual_trainer_extra=(("find_unused_parameters", "True"),),
 )
 
 LIGHTNING_MODULE = ModuleVocabulary(
@@ -265,6 +269,13 @@ LIGHTNING_MODULE = ModuleVocabulary(
     barrier="{trainer}.strategy.barrier()",
     fallback_target="fabric",
     epoch_scheduler_before_validation=True,
+    # DDP only when there are several processes (torchrun sets WORLD_SIZE; Lightning spawns
+    # on every GPU): a 1-process DDP run would shuffle through a DistributedSampler instead of
+    # the script's own sampler, so it would no longer reproduce the script's batches.
+    manual_trainer_extra=((
+        "strategy",
+        '"ddp_find_unused_parameters_true" if int(os.environ.get("WORLD_SIZE", torch.cuda.device_count())) > 1 else "auto"',
+    ),),
     # Lightning reads PL_TRAINER_DEVICES; under torchrun it must equal --nproc-per-node.
     launch_hint="python script.py (spawns on GPUs) or PL_TRAINER_DEVICES=N torchrun --nproc-per-node N script.py",
 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import libcst as cst
 
 from migrator.analysis import Facts
@@ -44,8 +46,9 @@ def convert(facts: Facts, shape: Shape, vocab: ModuleVocabulary) -> tuple[str, s
     if shape.train.function is not None:  # its loop is the training_step now (used by that call only)
         remove.add(id(shape.train.function))
     imports = [cst.parse_statement(line + "\n") for line in vocab.imports]
-    if "torch." in rendered.class_code and not _imports_torch(ix):
-        imports.insert(0, cst.parse_statement("import torch\n"))
+    for name in ("torch", "os"):  # the generated code may use them
+        if re.search(rf"\b{name}\.", rendered.class_code + rendered.fit_code) and not _imports(ix, name):
+            imports.insert(0, cst.parse_statement(f"import {name}\n"))
     last_import = None
     for stmt in ix.module.body:
         if isinstance(stmt, cst.SimpleStatementLine) and all(isinstance(s, (cst.Import, cst.ImportFrom)) for s in stmt.body):
@@ -60,12 +63,13 @@ def convert(facts: Facts, shape: Shape, vocab: ModuleVocabulary) -> tuple[str, s
     return out.code, rendered.class_name
 
 
-def _imports_torch(ix) -> bool:
+def _imports(ix, module: str) -> bool:
+    """``import <module>`` at the top level of the file."""
     for stmt in ix.module.body:
         if isinstance(stmt, cst.SimpleStatementLine):
             for s in stmt.body:
                 if isinstance(s, cst.Import) and any(
-                    a.asname is None and ix.code(a.name) == "torch" for a in s.names
+                    a.asname is None and ix.code(a.name) == module for a in s.names
                 ):
                     return True
     return False

@@ -87,6 +87,13 @@ class Shape:
     scheduler_step: cst.CSTNode | None = None  # the epoch-interval ``scheduler.step()`` statement
     anchor: cst.CSTNode | None = None  # top-level statement the class goes before
     scope: cst.FunctionDef | None = None  # function holding the epoch loop (None: module level)
+    # manual optimization (several optimizers or backward passes per batch): the step keeps the
+    # script's zero_grad/step calls and turns each ``loss.backward()`` into manual_backward
+    manual: bool = False
+    models: list[str] = field(default_factory=list)  # the optimized models, in optimizer order
+    optimizers: list[tuple[str, cst.SimpleStatementLine, cst.Call]] = field(default_factory=list)
+    schedulers: list[tuple[str, cst.SimpleStatementLine, cst.Call]] = field(default_factory=list)
+    backward_stmts: dict[cst.CSTNode, cst.BaseExpression] = field(default_factory=dict)  # statement -> loss
 
 
 _DROP_METHODS = {"train", "eval", "zero_grad", "step"}
@@ -99,9 +106,7 @@ def analyse_shape(facts: Facts) -> Shape:
     backs = facts.backwards
     if not backs:
         raise NoFit("MIG502", ix.module, "no `loss.backward()` found: there is no training loop to turn into a training_step")
-    if len(backs) > 1 or len(facts.optimizers) > 1:
-        node = backs[1].call if len(backs) > 1 else facts.optimizers[1].call
-        raise NoFit("MIG504", node, "several backward passes or optimizers (GAN-style loop): manual optimization is not generated yet")
+    manual = len(backs) > 1 or len(facts.optimizers) > 1
     back = backs[0]
     loops = [lp for lp in ix.loops_around(back.call)]
     batch = next((lp for lp in loops if isinstance(lp, cst.For)), None)
@@ -121,8 +126,11 @@ def analyse_shape(facts: Facts) -> Shape:
     if ix.loops_around(epoch):
         raise NoFit("MIG502", epoch, "the epoch loop is itself inside a loop")
     shape = _epoch_parts(facts, epoch, train)
-    _training_body(facts, shape, back)
-    _optimizer(facts, shape)
+    if manual:
+        _manual(facts, shape)
+    else:
+        _training_body(facts, shape, back)
+        _optimizer(facts, shape)
     _escapes(facts, shape)
     _limits(facts, shape)
     return shape
@@ -369,22 +377,8 @@ def _optimizer(facts: Facts, shape: Shape) -> None:
     model = facts.model_of(opt.models[0])
     if model is not None and model.class_def is not None:
         shape.model_class = model.class_def.name.value
-    loops = (shape.train.loop.body, shape.epoch_loop.body)
-    for call in ix.calls:
-        f = call.func
-        if not (isinstance(f, cst.Attribute) and isinstance(f.value, cst.Name)):
-            continue
-        s = ix.statement(call)
-        is_stmt = isinstance(s, cst.SimpleStatementLine) and len(s.body) == 1 and isinstance(s.body[0], cst.Expr) and s.body[0].value is call
-        in_loop = any(ix.block_of(s) is b for b in loops)
-        phases = [p for p in (shape.train, shape.val) if p is not None]
-        in_phase = ix.inside(s, shape.epoch_loop) or any(
-            p.function is not None and ix.inside(s, p.function) for p in phases)
-        models = set().union(*(p.aliases(shape.model) for p in phases))
-        drop_model = f.value.value in models and f.attr.value in ("train", "eval") and in_phase
-        drop_opt = f.value.value in shape.train.aliases(shape.optimizer) and f.attr.value in ("step", "zero_grad") and in_loop
-        if is_stmt and (drop_model or drop_opt):
-            shape.dropped.add(s)
+    shape.models = [shape.model]
+    _drop_trainer_calls(facts, shape, shape.train.aliases(shape.optimizer))
     for call in ix.subtree(shape.train.loop.body, cst.Call):
         f = call.func
         if (isinstance(f, cst.Attribute) and isinstance(f.value, cst.Name) and f.attr.value in ("step", "zero_grad")
@@ -417,6 +411,92 @@ def _optimizer(facts: Facts, shape: Shape) -> None:
             shape.dropped.add(s)
 
 
+def _drop_trainer_calls(facts: Facts, shape: Shape, optimizers: set[str]) -> None:
+    """Drop what the Trainer now does: ``model.train()`` / ``model.eval()`` statements of the
+    epoch loop (and its helper functions), and ``optimizer.step()`` / ``zero_grad()``
+    statements of the loops for the ``optimizers`` (none under manual optimization)."""
+    ix = facts.ix
+    loops = (shape.train.loop.body, shape.epoch_loop.body)
+    phases = [p for p in (shape.train, shape.val) if p is not None]
+    models = set().union(*(p.aliases(m) for p in phases for m in shape.models))
+    for call in ix.calls:
+        f = call.func
+        if not (isinstance(f, cst.Attribute) and isinstance(f.value, cst.Name)):
+            continue
+        s = ix.statement(call)
+        is_stmt = isinstance(s, cst.SimpleStatementLine) and len(s.body) == 1 and isinstance(s.body[0], cst.Expr) and s.body[0].value is call
+        in_loop = any(ix.block_of(s) is b for b in loops)
+        in_phase = ix.inside(s, shape.epoch_loop) or any(
+            p.function is not None and ix.inside(s, p.function) for p in phases)
+        drop_model = f.value.value in models and f.attr.value in ("train", "eval") and in_phase
+        drop_opt = f.value.value in optimizers and f.attr.value in ("step", "zero_grad") and in_loop
+        if is_stmt and (drop_model or drop_opt):
+            shape.dropped.add(s)
+
+
+def _manual(facts: Facts, shape: Shape) -> None:
+    """Several optimizers or backward passes per batch: manual optimization. Every backward and
+    every optimizer call of the training loop is a statement of its body (they run at each
+    batch, in the script's order: no accumulation); the step keeps them, each ``loss.backward()``
+    becoming ``self.manual_backward(loss)``. Schedulers are stepped where the script steps them."""
+    ix = facts.ix
+    shape.manual = True
+    body = shape.train.loop.body
+    for b in facts.backwards:
+        stmt = ix.statement(b.call)
+        if not (isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1
+                and isinstance(stmt.body[0], cst.Expr) and stmt.body[0].value is b.call):
+            raise NoFit("MIG502", b.call, "`backward()` is not a statement of its own")
+        if not ix.inside(stmt, body):
+            raise NoFit("MIG504", b.call, "a `backward()` outside the training loop (several backward passes): "
+                        "manual optimization runs them in training_step only")
+        if ix.block_of(stmt) is not body:
+            raise NoFit("MIG503", b.call, "a `backward()` runs conditionally or in a nested loop of the training loop: "
+                        "manual optimization keeps every pass of each batch unconditional only")
+        if b.call.args:
+            raise NoFit("MIG504", b.call, "`backward(...)` with arguments (retain_graph, gradient): "
+                        "manual optimization's manual_backward(loss) takes the loss only")
+        shape.backward_stmts[stmt] = b.loss
+    epoch_block = ix.block_of(shape.epoch_loop)
+    for o in facts.optimizers:
+        if not (isinstance(o.target, cst.Name) and o.models and all(isinstance(m, cst.Name) for m in o.models)):
+            raise NoFit("MIG502", o.call, "an optimizer is not `name = Optimizer(model.parameters(), ...)` for a model of the script")
+        if ix.block_of(o.stmt) is not epoch_block or ix.order(o.stmt) > ix.order(shape.epoch_loop):
+            raise NoFit("MIG502", o.call, "the optimizer is not created before the epoch loop in the same block")
+        if any(name == o.target.value for name, _, _ in shape.optimizers):
+            raise NoFit("MIG502", o.call, f"`{o.target.value}` names two optimizers")
+        shape.optimizers.append((o.target.value, o.stmt, o.call))
+        shape.models += [m.value for m in o.models if m.value not in shape.models]
+    if not shape.optimizers:
+        raise NoFit("MIG502", shape.train.loop, "no `optimizer = Optimizer(model.parameters(), ...)` assignment for the trained models")
+    names = {name for name, _, _ in shape.optimizers}
+    aliases = set().union(*(shape.train.aliases(n) for n in names))
+    for call in ix.subtree(body, cst.Call):
+        f = call.func
+        if (isinstance(f, cst.Attribute) and isinstance(f.value, cst.Name) and f.value.value in aliases
+                and f.attr.value in ("step", "zero_grad")):
+            s = ix.statement(call)
+            if ix.block_of(s) is not body or not (len(s.body) == 1 and isinstance(s.body[0], cst.Expr) and s.body[0].value is call):
+                raise NoFit("MIG503", call, "an optimizer steps or zeroes its gradients conditionally (gradient accumulation?): "
+                            "manual optimization is generated for one unconditional step per optimizer and batch only")
+    for assign in ix.assigns:
+        v = assign.value
+        stmt = ix.statement(assign)
+        if (isinstance(v, cst.Call) and v.args and isinstance(v.args[0].value, cst.Name) and v.args[0].value.value in names
+                and len(assign.targets) == 1 and isinstance(assign.targets[0].target, cst.Name) and ix.block_of(stmt) is epoch_block):
+            if ix.order(stmt) > ix.order(shape.epoch_loop):
+                raise NoFit("MIG502", v, "the scheduler is not created before the epoch loop")
+            shape.schedulers.append((assign.targets[0].target.value, stmt, v))
+    classes = []
+    for name in shape.models:
+        node = next(m for o in facts.optimizers for m in o.models if m.value == name)
+        model = facts.model_of(node)
+        classes.append(model.class_def.name.value if model is not None and model.class_def is not None else None)
+    shape.model = shape.models[0]
+    shape.model_class = "".join(classes) if all(classes) else None  # type: ignore[arg-type]
+    _drop_trainer_calls(facts, shape, set())
+
+
 def _escapes(facts: Facts, shape: Shape) -> None:
     """Values the loop region computes must not be needed after it (they now live in the module)."""
     ix = facts.ix
@@ -435,7 +515,11 @@ def _escapes(facts: Facts, shape: Shape) -> None:
     for name in sorted(bound & used_after):
         raise NoFit("MIG506", shape.epoch_loop, f"`{name}` is computed by the loop and used after it")
     gone = {shape.optimizer} | ({shape.scheduler} if shape.scheduler else set())
-    elsewhere = [s for s in before + after if s is not shape.optimizer_stmt and s is not shape.scheduler_stmt]
+    own = [shape.optimizer_stmt, shape.scheduler_stmt]
+    if shape.manual:
+        gone = {name for name, _, _ in shape.optimizers + shape.schedulers}
+        own = [stmt for _, stmt, _ in shape.optimizers + shape.schedulers]
+    elsewhere = [s for s in before + after if not any(s is o for o in own)]
     for name in sorted(gone & set(usage(elsewhere).loads)):
         raise NoFit("MIG506", shape.epoch_loop, f"`{name}` is used outside the loop: configure_optimizers creates it now")
     if shape.scope is not None:

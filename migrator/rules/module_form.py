@@ -21,7 +21,8 @@ class ConvertedToModule(Rule):
     optimizer and scheduler `configure_optimizers` (interval kept), `clip_grad_norm_` the
     Trainer's `gradient_clip_val`. The loop is replaced by `Trainer(max_epochs=E, ...)` and
     `trainer.fit(Module(model), train_loader, val_loader, ckpt_path="last")`; nothing else in
-    the file changes.
+    the file changes. Several optimizers or backward passes per batch (GANs) give manual
+    optimization: the models become `self.<name>` submodules (see MIG504).
 
     **Why**: the Trainer brings checkpointing and resume, logging, early stopping, LR
     scheduling, accumulation and clipping on every strategy without editing the loop again.
@@ -77,8 +78,9 @@ class StepCannotExpress(Rule):
     """Control flow a training step cannot express: migrated in the wrapper form instead.
 
     **What**: `break` / `continue` / `return` in the batch loop (e.g. a loss-threshold exit),
-    `break` out of the epoch loop, `optimizer.step(closure)` (LBFGS) and a conditional
-    `backward()`. One `break` is converted instead: `if <flag>: break` ending the batch-loop
+    `break` out of the epoch loop, `optimizer.step(closure)` (LBFGS), a conditional
+    `backward()`, and (manual optimization) an optimizer that steps or zeroes conditionally
+    (gradient accumulation). One `break` is converted instead: `if <flag>: break` ending the batch-loop
     body (or ending `if i % n == 0:` bodies that end it), whose flag calls nothing and is not
     changed by the loop, becomes `limit_train_batches=1 if <flag> else None` (an evaluation
     loop: `limit_val_batches`), e.g. pytorch/examples' `if args.dry_run: break`.
@@ -95,16 +97,20 @@ class StepCannotExpress(Rule):
 
 
 class ManualOptimization(Rule):
-    """Several optimizers / backward passes, or parameters updated by hand.
+    """Several optimizers / backward passes the step cannot express, or parameters updated by hand.
 
-    **What**: GAN-style loops (two optimizers, several `backward()` calls) and manual SGD on
-    `p.data` without an optimizer are migrated in the wrapper form.
+    **What**: GAN-style loops (several optimizers, several `backward()` calls per batch) are
+    converted with manual optimization (`self.automatic_optimization = False`; the step binds the
+    script's optimizer names from `self.optimizers()`, keeps its `zero_grad()`/`step()` calls and
+    turns each `loss.backward()` into `self.manual_backward(loss)`; schedulers are stepped where
+    the script steps them; DDP looks for unused parameters). They fall back to the wrapper form
+    with this code when a `backward()` sits outside the training loop or takes arguments
+    (`retain_graph=True`); manual SGD on `p.data` without an optimizer always does.
 
-    **Why**: they need manual optimization (`self.automatic_optimization = False`), which the
-    generator does not write yet; `configure_optimizers` has nothing to return for manual SGD.
+    **Why**: `manual_backward(loss)` takes the loss only and every pass must run inside the
+    step; `configure_optimizers` has nothing to return for manual SGD.
 
-    **Before**: `errD.backward(); optD.step(); errG.backward(); optG.step()`  **After**:
-    wrapper form.
+    **Before**: `p.data.add_(p.grad, alpha=-lr)`  **After**: wrapper form.
     """
 
     code = "MIG504"

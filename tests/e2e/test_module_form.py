@@ -32,9 +32,11 @@ TARGETS = ("runtime", "lightning")
 BIN = Path(sys.executable).parent
 
 # Every whole script that fits the module form, with the lines that report its numbers. Of
-# fixtures/scripts notebook_style and mnist_cnn fit (mnist_cnn: its `--dry-run` break becomes
-# limit_train_batches, the LR printed after scheduler.step() sees the stepped scheduler;
-# class_trainer: loops in methods; dcgan: two optimizers; see test_scripts_that_do_not_fit_fall_back);
+# fixtures/scripts notebook_style, mnist_cnn and dcgan fit (mnist_cnn: its `--dry-run` break becomes
+# limit_train_batches, the LR printed after scheduler.step() sees the stepped scheduler; dcgan:
+# two optimizers, three backward passes per batch: manual optimization, the per-epoch sample
+# grid and state_dict saves written by rank 0; class_trainer: loops in methods; see
+# test_scripts_that_do_not_fit_fall_back);
 # from fixtures/module, inline_classifier adds a function-local loop with StepLR and clipping,
 # helper_functions the pytorch/examples shape (train()/test() helpers taking the device).
 FITTING = {
@@ -42,6 +44,10 @@ FITTING = {
         FIXTURES / "scripts" / "mnist_cnn.py", ("--epochs", "2", "--save-model"),
         re.compile(r"Train Epoch: \d+ \[\d+/\d+ \(\d+%\)\]\tLoss: [\d.]+|Test set: Average loss: [\d.]+, "
                    r"Accuracy: \d+/\d+|Learning rate: [\d.]+"),
+    ),
+    "dcgan": (
+        FIXTURES / "scripts" / "dcgan.py", ("--epochs", "2"),
+        re.compile(r"\[Epoch \d+/\d+\] \[Batch \d+/\d+\] \[D loss: [\d.]+\] \[G loss: [\d.]+\]"),
     ),
     "notebook_style": (
         FIXTURES / "scripts" / "notebook_style.py", ("--epochs", "2"),
