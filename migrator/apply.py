@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import libcst as cst
 
 from migrator.edits import Edits
@@ -9,11 +11,25 @@ from migrator.edits import Edits
 _PASS = cst.SimpleStatementLine(body=[cst.Pass()])
 
 
-def apply_edits(module: cst.Module, edits: Edits) -> cst.Module:
-    """Return ``module`` with ``edits`` applied (``module`` itself when there are none)."""
+def apply_edits(
+    module: cst.Module, edits: Edits, parent: Mapping[cst.CSTNode, cst.CSTNode] | None = None
+) -> cst.Module:
+    """Return ``module`` with ``edits`` applied (``module`` itself when there are none).
+
+    With ``parent`` (the index's child -> parent map), subtrees that hold no edited node are
+    not walked: they come back as the very same objects, and a libcst traversal rebuilds every
+    node it enters, so this skips most of the tree's cost.
+    """
     if not edits:
         return module
-    return module.visit(_Applier(edits))
+    hot = None
+    if parent is not None:
+        hot = set()
+        for node in edits.nodes():
+            while node is not None and node not in hot:
+                hot.add(node)
+                node = parent.get(node)
+    return module.visit(_Applier(edits, hot))
 
 
 def _is_identity(assign: cst.Assign) -> bool:
@@ -29,20 +45,26 @@ def _is_identity(assign: cst.Assign) -> bool:
 
 
 class _Applier(cst.CSTTransformer):
-    def __init__(self, edits: Edits) -> None:
+    def __init__(self, edits: Edits, hot: set[cst.CSTNode] | None = None) -> None:
         super().__init__()
         self.e = edits
+        self.hot = hot  # edited nodes and their ancestors (None: walk everything)
         self.dead: set[cst.CSTNode] = set()  # original statements that vanished
         self.emptied: set[cst.CSTNode] = set()  # original blocks left with nothing
 
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        return self.hot is None or node in self.hot
+
     def on_leave(self, original: cst.CSTNode, updated: cst.CSTNode):
         e = self.e
+        if updated is original and self.hot is not None and original not in self.hot:
+            return updated  # an untouched subtree: nothing below it changed
         if isinstance(original, (cst.SimpleStatementLine, cst.SimpleStatementSuite)):
             updated = self._small(original, updated)
         elif isinstance(original, (cst.IndentedBlock, cst.Module)):
             updated = self._block(original, updated)
         elif isinstance(original, cst.Assign):
-            if not updated.deep_equals(original) and _is_identity(updated):
+            if updated is not original and not updated.deep_equals(original) and _is_identity(updated):
                 self.dead.add(original)
         elif isinstance(original, cst.If):
             if original.body in self.emptied and original.orelse is None:

@@ -53,6 +53,13 @@ class Edits:
         self.unwrap |= other.unwrap
         self.drop_aliases |= other.drop_aliases
 
+    def nodes(self) -> list[cst.CSTNode]:
+        """Every original node an edit is keyed by (wrapped ranges by their first and last)."""
+        return [
+            *self.replace, *self.remove, *self.before, *self.after, *self.wrap,
+            *(last for last, _ in self.wrap.values()), *self.unwrap, *self.drop_aliases,
+        ]
+
     def touched(self) -> list[cst.CSTNode]:
         """Original nodes whose subtree disappears (for import-usage checks)."""
         return [*self.replace, *self.remove]

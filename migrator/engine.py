@@ -60,15 +60,15 @@ def _migrate(source: str, path: str, options: Options) -> FileResult:
     from migrator.apply import apply_edits
     from migrator.verify import verify
 
-    edits, findings, _ = _plan(module, options, sup.suppressed, codes)
+    edits, findings, _, ix = _plan(module, options, sup.suppressed, codes)
     if not edits:
         return _result(path, source, Status.UNCHANGED, findings=tuple(findings))
-    output = apply_edits(module, edits).code
+    output = apply_edits(module, edits, ix.parent).code
     out_sup = suppressions.parse(output)
 
     def replan(out_module):
         out_codes = None if codes is None else rules_to_run(output, options)
-        again, _, bare = _plan(out_module, options, out_sup.suppressed, out_codes)
+        again, _, bare, _ = _plan(out_module, options, out_sup.suppressed, out_codes)
         return again, bare
 
     verify(output, path, replan)
@@ -92,7 +92,7 @@ def _not_python_here(source: str, path: str) -> str | None:
 
 
 def _plan(module, options: Options, suppressed, codes=None):
-    """Analyse + plan; also list bare backward lines the user did not opt out of."""
+    """Analyse + plan; also list bare backward lines the user did not opt out of (and the index)."""
     from migrator.analysis import analyse
     from migrator.plan import plan
     from migrator.targets import vocabulary
@@ -101,11 +101,12 @@ def _plan(module, options: Options, suppressed, codes=None):
     edits, findings = plan(facts, vocabulary(options.target), options, suppressed, codes)
     bare = []
     if options.wants("MIG204"):
+        facts.ix.positions(b.call for b in facts.backwards)
         for b in facts.backwards:
             line = facts.ix.pos(b.call)[0]
             if not suppressed("MIG204", line):
                 bare.append(line)
-    return edits, findings, bare
+    return edits, findings, bare, facts.ix
 
 
 def _result(path, source, status, *, output=None, findings=(), reason=None) -> FileResult:

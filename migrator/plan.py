@@ -118,6 +118,14 @@ def plan(
     rules = [r for r in all_rules() if hasattr(r, "plan") and (codes is None or r.code in codes)]
     for rule in sorted(rules, key=lambda r: (getattr(r, "order", 0), r.code)):
         rule().plan(ctx)
+    reuse = facts.wrapper is not None and facts.wrapper.target == vocab.name
+    wrapper = None
+    if not reuse and any(c.uses_wrapper for c in ctx.changes):
+        from migrator.rules.wrapper_object import create_wrapper
+
+        wrapper = create_wrapper(ctx)  # used below only if a kept change needs it
+    # one codegen pass for every position asked below
+    facts.ix.positions([c.node for c in ctx.changes] + ([wrapper.node] if wrapper else []))
     kept: list[tuple[Change, bool]] = []  # (change, report its finding)
     for change in ctx.changes:
         line = facts.ix.pos(change.node)[0]
@@ -125,12 +133,8 @@ def plan(
             kept.append((change, True))
     if any(c.code.startswith("MIG9") for c, _ in kept):  # needs a human: no partial rewrite
         kept = [(c, s) for c, s in kept if c.code.startswith("MIG9")]
-    reuse = facts.wrapper is not None and facts.wrapper.target == vocab.name
-    if not reuse and any(c.uses_wrapper for c, _ in kept):
-        from migrator.rules.wrapper_object import create_wrapper
-
+    if wrapper is not None and any(c.uses_wrapper for c, _ in kept):
         # Always applied when something needs it; only its finding obeys select/suppress.
-        wrapper = create_wrapper(ctx)
         line = facts.ix.pos(wrapper.node)[0]
         shown = options.wants(wrapper.code) and not suppressed(wrapper.code, line)
         kept.insert(0, (wrapper, shown))

@@ -3,56 +3,41 @@
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import libcst as cst
-from libcst.metadata import (
-    MetadataWrapper,
-    PositionProvider,
-    QualifiedNameSource,
-    ScopeProvider,
-)
+from libcst.metadata import QualifiedNameSource
+
+from migrator.analysis.tree import preorder, resolve_scopes, start_positions
 
 STATEMENT = (cst.SimpleStatementLine, cst.BaseCompoundStatement)
 BLOCK = (cst.Module, cst.IndentedBlock)
 
 
-class _Collector(cst.CSTVisitor):
-    """Records every node's parent and buckets the node kinds the facts are built from."""
+_BUCKETS = (  # first match wins
+    (cst.Call, "calls"),
+    ((cst.Assign, cst.AnnAssign, cst.AugAssign), "assigns"),
+    ((cst.For, cst.While), "loops"),
+    (cst.With, "withs"),
+    (cst.FunctionDef, "functions"),
+    (cst.ClassDef, "classes"),
+    ((cst.Import, cst.ImportFrom), "imports"),
+    (cst.If, "ifs"),
+)
+_BUCKET_OF: dict[type, str | None] = {}
 
-    def __init__(self, index: Index) -> None:
-        self.ix = index
-        self.stack: list[cst.CSTNode] = []
 
-    def on_visit(self, node: cst.CSTNode) -> bool:
-        ix = self.ix
-        if self.stack:
-            ix.parent[node] = self.stack[-1]
-        self.stack.append(node)
-        if isinstance(node, cst.Call):
-            ix.calls.append(node)
-        elif isinstance(node, (cst.Assign, cst.AnnAssign, cst.AugAssign)):
-            ix.assigns.append(node)
-        elif isinstance(node, (cst.For, cst.While)):
-            ix.loops.append(node)
-        elif isinstance(node, cst.With):
-            ix.withs.append(node)
-        elif isinstance(node, cst.FunctionDef):
-            ix.functions.append(node)
-        elif isinstance(node, cst.ClassDef):
-            ix.classes.append(node)
-        elif isinstance(node, (cst.Import, cst.ImportFrom)):
-            ix.imports.append(node)
-        elif isinstance(node, cst.If):
-            ix.ifs.append(node)
-        elif isinstance(node, cst.Attribute) and isinstance(node.value, cst.Name) and node.value.value == "self":
-            ix.self_attrs.append(node)
-        return True
-
-    def on_leave(self, original_node: cst.CSTNode) -> None:
-        self.stack.pop()
-        # pre-order rank of the last node of this subtree: a subtree is one rank interval
-        self.ix._end[original_node] = len(self.ix.parent) - 1
+def _bucket(ix: Index, node: cst.CSTNode) -> list | None:
+    kind = type(node)
+    try:
+        name = _BUCKET_OF[kind]
+    except KeyError:
+        name = _BUCKET_OF[kind] = next((n for k, n in _BUCKETS if isinstance(node, k)), None)
+    if name is not None:
+        return getattr(ix, name)
+    if kind is cst.Attribute and isinstance(node.value, cst.Name) and node.value.value == "self":
+        return ix.self_attrs
+    return None
 
 
 class Index:
@@ -64,8 +49,6 @@ class Index:
 
     def __init__(self, module: cst.Module) -> None:
         self.module = module
-        self.wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
-        self.parent: dict[cst.CSTNode, cst.CSTNode] = {}
         self.calls: list[cst.Call] = []
         self.assigns: list[cst.CSTNode] = []
         self.loops: list[cst.CSTNode] = []
@@ -78,13 +61,16 @@ class Index:
         # Qualified names are asked of the scope on demand (only for the few nodes rules look
         # at) instead of resolving QualifiedNameProvider over the whole tree: same answers,
         # about a third of the analysis time saved.
-        self.scopes = self.wrapper.resolve(ScopeProvider)
+        self.scopes = resolve_scopes(module)
         self._qn_cache: dict[cst.CSTNode, object] = {}
-        self._pos = None
-        self._end: dict[cst.CSTNode, int] = {}
+        self._pos: dict[cst.CSTNode, tuple[int, int]] = {}
         self._rank_cache: dict[int, tuple[list, list[int]]] = {}
-        module.visit(_Collector(self))
+        self.parent, self._end = preorder(module)
         self._order = {n: i for i, n in enumerate(self.parent)}
+        for node in self.parent:  # bucket the node kinds the facts are built from, in order
+            bucket = _bucket(self, node)
+            if bucket is not None:
+                bucket.append(node)
         self._call_ranks = [self._order[c] for c in self.calls]  # ascending: pre-order
 
     # --- names -------------------------------------------------------------------------
@@ -123,11 +109,21 @@ class Index:
         return self.module.code_for_node(node)
 
     def pos(self, node: cst.CSTNode) -> tuple[int, int]:
-        """(line, col) of ``node``'s start, both 1-based (as ruff and flake8 print them)."""
-        if self._pos is None:
-            self._pos = self.wrapper.resolve(PositionProvider)
-        start = self._pos[node].start
-        return start.line, start.column + 1
+        """(line, col) of ``node``'s start, both 1-based (as ruff and flake8 print them).
+
+        Positions are computed for asked nodes only; ask for many at once with ``positions``.
+        """
+        found = self._pos.get(node)
+        if found is None:
+            self.positions([node])
+            found = self._pos[node]
+        return found[0], found[1] + 1
+
+    def positions(self, nodes: Iterable[cst.CSTNode]) -> None:
+        """Compute the starts of ``nodes`` in one codegen pass (``pos`` then reads them)."""
+        todo = [n for n in nodes if n not in self._pos]
+        if todo:
+            self._pos.update(start_positions(self.module, todo))
 
     def order(self, node: cst.CSTNode) -> int:
         """Pre-order rank: a smaller rank starts earlier in the file."""

@@ -76,7 +76,7 @@ def test_migrating_twice_is_a_fixed_point():
 def test_verify_failure_is_an_internal_error(monkeypatch):
     from migrator import apply as apply_mod
 
-    def broken(module, edits):
+    def broken(module, edits, *_):
         return apply_mod.cst.parse_module("import torch\nloss.backward()\n")  # leaves a bare backward
 
     monkeypatch.setattr(apply_mod, "apply_edits", broken)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import libcst as cst
 from libcst.metadata import MetadataWrapper
+from libcst.metadata.scope_provider import ScopeVisitor
 
 from migrator.engine import migrate_source
 from migrator.results import Status
@@ -18,14 +19,21 @@ TRAIN = (ROOT / "fixtures" / "scripts" / "mnist_cnn.py").read_text()
 
 
 def _count_resolves(monkeypatch) -> list[str]:
+    """Metadata computed: "ScopeProvider" per scope resolution, provider names via the wrapper."""
     calls: list[str] = []
     real = MetadataWrapper.resolve
+    real_infer = ScopeVisitor.infer_accesses
 
     def counting(self, provider):
         calls.append(provider.__name__)
         return real(self, provider)
 
+    def counting_infer(self):
+        calls.append("ScopeProvider")
+        return real_infer(self)
+
     monkeypatch.setattr(MetadataWrapper, "resolve", counting)
+    monkeypatch.setattr(ScopeVisitor, "infer_accesses", counting_infer)
     return calls
 
 
@@ -110,3 +118,87 @@ def test_ancestor_walks_grow_linearly_with_file_size(monkeypatch):
         counts.append(steps[0])
     assert counts[0] > 0
     assert counts[1] <= 5 * counts[0], counts
+
+
+# --- the fast tree services give libcst's own answers ------------------------------------------
+def _sample_modules() -> list[cst.Module]:
+    """Fixture inputs, a slice of the installed torch sources, and line-ending oddities."""
+    import importlib.util
+    import random
+
+    paths = sorted((ROOT / "fixtures").rglob("*.py"))
+    spec = importlib.util.find_spec("torch")  # located, never imported
+    if spec is not None and spec.submodule_search_locations:
+        corpus = sorted(Path(spec.submodule_search_locations[0]).rglob("*.py"))
+        paths += random.Random(4).sample(corpus, 40)
+    texts = [p.read_text(errors="replace") for p in paths]
+    texts += ["a = 1\r\nif a:\r\n    b = (1,\r\n  2)\r\n", "x = 1\r\ry = f(2)\rz = 3\n", "from m import *\n"]
+    out = []
+    for text in texts:
+        try:
+            out.append(cst.parse_module(text))
+        except cst.ParserSyntaxError:
+            continue
+    return out
+
+
+def test_preorder_walk_is_libcsts_visiting_order():
+    from migrator.analysis.tree import preorder
+
+    class Recorder(cst.CSTVisitor):
+        def __init__(self):
+            super().__init__()
+            self.stack, self.parent, self.end = [], {}, {}
+
+        def on_visit(self, node):
+            if self.stack:
+                self.parent[node] = self.stack[-1]
+            self.stack.append(node)
+            return True
+
+        def on_leave(self, original_node):
+            self.stack.pop()
+            self.end[original_node] = len(self.parent) - 1
+
+    for module in _sample_modules():
+        seen = Recorder()
+        module.visit(seen)
+        parent, end = preorder(module)
+        assert list(parent.items()) == list(seen.parent.items())
+        assert end == seen.end
+
+
+def test_positions_contexts_and_scopes_match_libcst_providers():
+    import random
+
+    from libcst.metadata import ExpressionContextProvider, PositionProvider, ScopeProvider
+
+    from migrator.analysis.tree import name_contexts, resolve_scopes, start_positions
+
+    for module in _sample_modules():
+        wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
+        contexts = wrapper.resolve(ExpressionContextProvider)
+        assert name_contexts(module) == {n: c for n, c in contexts.items() if type(n) is cst.Name}
+        positions = wrapper.resolve(PositionProvider)
+        nodes = random.Random(5).sample(list(positions), min(300, len(positions)))
+        starts = start_positions(module, nodes)
+        assert {n: (positions[n].start.line, positions[n].start.column) for n in nodes} == starts
+        theirs, ours = wrapper.resolve(ScopeProvider), resolve_scopes(module)
+        for node, scope in ours.items():
+            if isinstance(node, (cst.Name, cst.Attribute)) and node in theirs:
+                names = {(q.name, q.source) for q in scope.get_qualified_names_for(node)}
+                assert names == {(q.name, q.source) for q in theirs[node].get_qualified_names_for(node)}
+
+
+def test_apply_leaves_untouched_subtrees_as_the_same_objects():
+    from migrator.analysis import analyse
+    from migrator.apply import apply_edits
+    from migrator.edits import Edits
+
+    module = cst.parse_module("import torch\n\ndef f(x):\n    return x + 1\n\nprint(f(torch.ones(1)))\n")
+    ix = analyse(module).ix
+    call = module.body[-1].body[0].value
+    edits = Edits(replace={call: cst.parse_expression("rt.print(f(torch.ones(1)))")})
+    out = apply_edits(module, edits, ix.parent)
+    assert out.code == "import torch\n\ndef f(x):\n    return x + 1\n\nrt.print(f(torch.ones(1)))\n"
+    assert out.body[0] is module.body[0] and out.body[1] is module.body[1]  # never entered
