@@ -74,6 +74,9 @@ def render(facts: Facts, shape: Shape, vocab: ModuleVocabulary) -> Rendered:
     mapping["print"] = cst.parse_expression("self.print")
 
     hooks = []
+    if shape.moved:
+        moves = "".join(f"{ix.code(rename(cst.Name(n), mapping))}.to(self.device)\n" for n in shape.moved)
+        hooks.append(("on_fit_start", (), "# used by the steps, not trained: on this process's device (modes kept)\n" + moves))
     start = _code(ix, parts["on_train_epoch_start"], mapping)
     if start:
         hooks.append(("on_train_epoch_start", (), start))
@@ -86,10 +89,13 @@ def render(facts: Facts, shape: Shape, vocab: ModuleVocabulary) -> Rendered:
 
     accumulators = summed("validation_step")
     read_at_end = set(uses["hook_end"].loads) | set(uses["after_scheduler_step"].loads)
-    reduced = sorted({n for n in summed("training_step") + accumulators if n in read_at_end} | set(accumulators))
+    # training sums the evaluation start reads (an epoch-average print): reduced there
+    early = sorted(n for n in summed("training_step") if n in set(uses["on_validation_epoch_start"].loads)) if shape.val else []
+    reduced = sorted({n for n in summed("training_step") + accumulators if n in read_at_end} - set(early) | set(accumulators))
     reduce = "".join(f"self.{attr[n]} = {vocab.sum_across_processes.format(value=f'self.{attr[n]}')}\n" for n in reduced)
     if shape.val is not None:
-        vstart = _code(ix, parts["on_validation_epoch_start"], mapping)
+        vstart = "".join(f"self.{attr[n]} = {vocab.sum_across_processes.format(value=f'self.{attr[n]}')}\n" for n in early)
+        vstart += _code(ix, parts["on_validation_epoch_start"], mapping)
         if vstart:
             hooks.append(("on_validation_epoch_start", (), vstart))
         body = _unpack(shape.val, mapping) + _code(ix, parts["validation_step"], _with_index(mapping, shape.val), shape.removed)
@@ -117,7 +123,7 @@ def render(facts: Facts, shape: Shape, vocab: ModuleVocabulary) -> Rendered:
         )
         scheduler = ix.code(rename(sched_call, opt_mapping))
     name = facts.free_name(f"{shape.model_class}Module" if shape.model_class else "TrainingModule")
-    helpers = "\n".join(h for h in (vocab.helpers, vocab.sum_helper if reduced else "") if h)
+    helpers = "\n".join(h for h in (vocab.helpers, vocab.sum_helper if reduced or early else "") if h)
     class_code = _template("module_class.py.j2").render(
         name=name, base=vocab.base_class, captured=[(c, attr[c]) for c in captured],
         models=models if shape.manual else [("model", "model")],

@@ -94,6 +94,9 @@ class Shape:
     optimizers: list[tuple[str, cst.SimpleStatementLine, cst.Call]] = field(default_factory=list)
     schedulers: list[tuple[str, cst.SimpleStatementLine, cst.Call]] = field(default_factory=list)
     backward_stmts: dict[cst.CSTNode, cst.BaseExpression] = field(default_factory=dict)  # statement -> loss
+    # modules the steps use but do not train, moved to the script's device before the loop
+    # (a frozen feature network in the loss): the module moves them to its own device
+    moved: list[str] = field(default_factory=list)
 
 
 _DROP_METHODS = {"train", "eval", "zero_grad", "step"}
@@ -133,7 +136,45 @@ def analyse_shape(facts: Facts) -> Shape:
         _optimizer(facts, shape)
     _escapes(facts, shape)
     _limits(facts, shape)
+    _moved_helpers(facts, shape)
     return shape
+
+
+def _moved_helpers(facts: Facts, shape: Shape) -> None:
+    """Names bound to ``<module>.to(device)`` (or ``.cuda()``) in the loop's scope before it,
+    other than the trained models, that the loop region reads: the epoch loop, its helper
+    functions and the module-level functions they call. On N processes the script's ``device``
+    is the same for all of them; the module moves these to its own device when fit starts."""
+    ix = facts.ix
+    devices = {d.target.value for d in facts.devices if isinstance(d.target, cst.Name)}
+    functions = {f.name.value: f for f in ix.module.body if isinstance(f, cst.FunctionDef)}
+    region = [shape.epoch_loop] + [p.function for p in (shape.train, shape.val) if p is not None and p.function is not None]
+    reads: set[str] = set()
+    todo, seen = list(region), set()
+    while todo:
+        node = todo.pop()
+        for n in ix.subtree(node, cst.Name):
+            parent = ix.parent.get(n)
+            if isinstance(parent, cst.Attribute) and parent.attr is n:
+                continue
+            reads.add(n.value)
+            if n.value in functions and n.value not in seen:
+                seen.add(n.value)
+                todo.append(functions[n.value])
+    for assign in ix.assigns:
+        v = assign.value
+        if not (isinstance(assign, cst.Assign) and len(assign.targets) == 1 and isinstance(assign.targets[0].target, cst.Name)
+                and isinstance(v, cst.Call) and isinstance(v.func, cst.Attribute)):
+            continue
+        name = assign.targets[0].target.value
+        moves = v.func.attr.value == "cuda" or (
+            v.func.attr.value == "to" and len(v.args) == 1 and isinstance(v.args[0].value, cst.Name)
+            and v.args[0].value.value in devices)
+        stmt = ix.statement(assign)
+        if (moves and _builds_module(ix, v.func.value) and name in reads and name not in shape.models and name not in shape.moved
+                and ix.function_of(stmt) is shape.scope and ix.order(stmt) < ix.order(shape.epoch_loop)
+                and not ix.inside(stmt, shape.epoch_loop)):
+            shape.moved.append(name)
 
 
 def _carried_state(phase: Phase) -> None:
@@ -370,8 +411,7 @@ def _optimizer(facts: Facts, shape: Shape) -> None:
     opt = facts.optimizers[0] if facts.optimizers else None
     if opt is None or not isinstance(opt.target, cst.Name) or len(opt.models) != 1 or not isinstance(opt.models[0], cst.Name):
         raise NoFit("MIG502", shape.train.loop, "no `optimizer = Optimizer(model.parameters(), ...)` assignment for the trained model")
-    if ix.block_of(opt.stmt) is not ix.block_of(shape.epoch_loop) or ix.order(opt.stmt) > ix.order(shape.epoch_loop):
-        raise NoFit("MIG502", opt.call, "the optimizer is not created before the epoch loop in the same block")
+    _made_before_loop(ix, shape, opt, "optimizer")
     shape.optimizer, shape.optimizer_stmt, shape.optimizer_call = opt.target.value, opt.stmt, opt.call
     shape.model = opt.models[0].value
     model = facts.model_of(opt.models[0])
@@ -409,6 +449,44 @@ def _optimizer(facts: Facts, shape: Shape) -> None:
             else:
                 shape.scheduler_step = s  # what follows it in the epoch runs after the Trainer's step
             shape.dropped.add(s)
+
+
+def _made_before_loop(ix, shape: Shape, made, what: str) -> None:
+    """``made`` (an optimizer fact) is created before the epoch loop, in its block or in a block
+    holding it through ``if`` statements only (a module-level optimizer and an
+    ``if __name__ == "__main__":`` loop), and nothing but the loop region reads it: the epoch loop
+    and the helper functions it calls (configure_optimizers creates it now)."""
+    block = ix.block_of(made.stmt)
+    loop = shape.epoch_loop
+    if ix.order(made.stmt) > ix.order(loop) or not ix.inside(loop, block):
+        raise NoFit("MIG502", made.call, f"the {what} is not created before the epoch loop in the same block "
+                    "(or in a block holding it through `if` statements only)")
+    between = [a for a in ix.ancestors(loop) if ix.inside(a, block) and a is not block]
+    if not all(isinstance(a, (cst.If, cst.IndentedBlock)) for a in between):
+        raise NoFit("MIG502", made.call, f"the {what} is created outside the function or loop holding the epoch loop")
+    if block is ix.block_of(loop) or not isinstance(made.target, cst.Name):
+        return  # the same block: _escapes checks the statements around the loop
+    name = made.target.value
+    region = [loop] + [p.function for p in (shape.train, shape.val) if p is not None and p.function is not None]
+    for node in ix.subtree(ix.module, cst.Name):
+        if node.value != name or ix.inside(node, made.stmt) or any(ix.inside(node, r) for r in region):
+            continue
+        parent = ix.parent.get(node)
+        if isinstance(parent, cst.Attribute) and parent.attr is node or isinstance(parent, cst.Arg) and parent.keyword is node:
+            continue
+        raise NoFit("MIG506", node, f"`{name}` is used outside the epoch loop and its helper functions: "
+                    "configure_optimizers creates it now")
+
+
+def _builds_module(ix, expr: cst.BaseExpression) -> bool:
+    """``Net(...)`` of a class of the file or ``nn.Linear(...)``: ``.to()`` moves it in place
+    (a tensor's ``.to()`` makes a copy, which the module could not move)."""
+    if not isinstance(expr, cst.Call):
+        return False
+    if isinstance(expr.func, cst.Name) and any(c.name.value == expr.func.value for c in ix.classes):
+        return True
+    q = ix.call_qname(expr) or ""
+    return q.startswith("torch.nn.") and q.rsplit(".", 1)[-1][:1].isupper()
 
 
 def _drop_trainer_calls(facts: Facts, shape: Shape, optimizers: set[str]) -> None:
@@ -461,8 +539,7 @@ def _manual(facts: Facts, shape: Shape) -> None:
     for o in facts.optimizers:
         if not (isinstance(o.target, cst.Name) and o.models and all(isinstance(m, cst.Name) for m in o.models)):
             raise NoFit("MIG502", o.call, "an optimizer is not `name = Optimizer(model.parameters(), ...)` for a model of the script")
-        if ix.block_of(o.stmt) is not epoch_block or ix.order(o.stmt) > ix.order(shape.epoch_loop):
-            raise NoFit("MIG502", o.call, "the optimizer is not created before the epoch loop in the same block")
+        _made_before_loop(ix, shape, o, "optimizer")
         if any(name == o.target.value for name, _, _ in shape.optimizers):
             raise NoFit("MIG502", o.call, f"`{o.target.value}` names two optimizers")
         shape.optimizers.append((o.target.value, o.stmt, o.call))

@@ -56,7 +56,8 @@ class NoRecognisableLoop(Rule):
 
     **What**: the module form needs one `for epoch in range(...)` loop holding a `for` over a
     DataLoader with one `loss.backward()`, and one `optimizer = Opt(model.parameters(), ...)`
-    created before it in the same block. Batchified tensors without a DataLoader, loops in
+    created before it in the same block (or in a block holding that one through `if` statements
+    only: a module-level optimizer and an `if __name__ == "__main__":` loop). Batchified tensors without a DataLoader, loops in
     helper functions or methods, `while` epoch loops and optimizers created elsewhere do not
     fit; nor does code that reads the optimizer or scheduler on the other side of an epoch
     `scheduler.step()` than the Trainer steps it (Lightning steps before validation, the

@@ -32,13 +32,16 @@ TARGETS = ("runtime", "lightning")
 BIN = Path(sys.executable).parent
 
 # Every whole script that fits the module form, with the lines that report its numbers. Of
-# fixtures/scripts notebook_style, mnist_cnn and dcgan fit (mnist_cnn: its `--dry-run` break becomes
+# fixtures/scripts notebook_style, mnist_cnn, dcgan and vae fit (mnist_cnn: its `--dry-run` break becomes
 # limit_train_batches, the LR printed after scheduler.step() sees the stepped scheduler; dcgan:
 # two optimizers, three backward passes per batch: manual optimization, the per-epoch sample
 # grid and state_dict saves written by rank 0; class_trainer: loops in methods; see
 # test_scripts_that_do_not_fit_fall_back);
 # from fixtures/module, inline_classifier adds a function-local loop with StepLR and clipping,
-# helper_functions the pytorch/examples shape (train()/test() helpers taking the device).
+# helper_functions the pytorch/examples shape (train()/test() helpers taking the device); vae:
+# module-level model and optimizer, train(epoch)/test(epoch) reading globals under
+# `if __name__ == "__main__":`, a frozen module in the loss (moved in on_fit_start), per-epoch
+# samples saved by rank 0 after the test print.
 FITTING = {
     "mnist_cnn": (
         FIXTURES / "scripts" / "mnist_cnn.py", ("--epochs", "2", "--save-model"),
@@ -48,6 +51,10 @@ FITTING = {
     "dcgan": (
         FIXTURES / "scripts" / "dcgan.py", ("--epochs", "2"),
         re.compile(r"\[Epoch \d+/\d+\] \[Batch \d+/\d+\] \[D loss: [\d.]+\] \[G loss: [\d.]+\]"),
+    ),
+    "vae": (
+        FIXTURES / "scripts" / "vae.py", ("--epochs", "2"),
+        re.compile(r"Train Epoch: \d+ \[\d+/\d+ \(\d+%\)\]\tLoss: [\d.]+|====> (?:Epoch: \d+ Average|Test set) loss: [\d.]+"),
     ),
     "notebook_style": (
         FIXTURES / "scripts" / "notebook_style.py", ("--epochs", "2"),
@@ -103,6 +110,20 @@ def test_one_process_reproduces_the_original_losses(name: str, target: str) -> N
     assert expected, "the original printed no report lines"
     assert report(run.proc.stdout, name) == expected
     assert (run.cwd / "checkpoints" / "last.ckpt").exists()
+    for rel in SAME_FILES.get(name, ()):  # the script's own saves hold the same tensors
+        assert _tensors(run.cwd / rel) == _tensors(original(name).cwd / rel), rel
+
+
+# files a fitting script writes whose tensors must equal the original's on 1 process
+SAME_FILES = {"vae": ("vae.pt", "results/sample_1.pt", "results/sample_2.pt", "results/reconstruction_2.pt")}
+
+
+def _tensors(path: Path) -> list[tuple[str, list]]:
+    import torch
+
+    state = torch.load(path, map_location="cpu")
+    items = state.items() if isinstance(state, dict) else [("", state)]
+    return [(k, v.tolist()) for k, v in items]
 
 
 @cache
@@ -144,7 +165,7 @@ def test_two_processes_complete_print_once_write_once(name: str, target: str) ->
     one = report(original(name).proc.stdout, name)
     # every report line once (rank 0); the per-batch lines halve: each rank sees half the batches
     def summaries(found: list[str]) -> list[str]:
-        return [x for x in found if "ccura" in x or "val_loss" in x]
+        return [x for x in found if "ccura" in x or "val_loss" in x or x.startswith("====>")]
 
     assert len(summaries(lines)) == len(summaries(one))
     assert report(rank_stdout(run, "1"), name) == []
