@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import libcst as cst
 from libcst._nodes.internal import CodegenState
 from libcst.metadata import ExpressionContext, ExpressionContextProvider, ScopeProvider
-from libcst.metadata.scope_provider import ScopeVisitor
+from libcst.metadata.scope_provider import _ASSIGNMENT_LIKE_NODES, ScopeVisitor
 
 # --- pre-order walk --------------------------------------------------------------------------
 # libcst's visitors rebuild every node they enter (``_visit_and_replace_children``), so a
@@ -61,7 +61,8 @@ def _may_hold_nodes(annotation: object) -> bool:
     return any(_may_hold_nodes(arg) for arg in typing.get_args(annotation))
 
 
-def _children(node: cst.CSTNode) -> list[cst.CSTNode]:
+def _visited(node: cst.CSTNode) -> tuple[str, ...]:
+    """The fields libcst visits on ``node``, in order (from the per-type table when it can)."""
     entry = _FIELDS.get(type(node))
     if entry is None:
         fields = _visited_fields(node)
@@ -72,15 +73,24 @@ def _children(node: cst.CSTNode) -> list[cst.CSTNode]:
     fields, other = entry
     for name in other:  # a field some types visit only for some values (f-string format_spec)
         if _holds_nodes(getattr(node, name)):
-            fields = _visited_fields(node)
-            break
+            return _visited_fields(node)
+    return fields
+
+
+# A visited field holds a node, a sequence of nodes, None or MaybeSentinel.DEFAULT: tested by
+# exact type, since isinstance against CSTNode (an ABC) costs a Python-level call per test.
+_EMPTY = (type(None), cst.MaybeSentinel)
+
+
+def _children(node: cst.CSTNode) -> list[cst.CSTNode]:
     out: list[cst.CSTNode] = []
-    for name in fields:
+    for name in _visited(node):
         value = getattr(node, name)
-        if isinstance(value, cst.CSTNode):
+        kind = type(value)
+        if kind is tuple or kind is list:
+            out.extend(value)
+        elif kind not in _EMPTY:
             out.append(value)
-        elif isinstance(value, (tuple, list)):
-            out.extend(v for v in value if isinstance(v, cst.CSTNode))
     return out
 
 
@@ -159,20 +169,98 @@ def name_contexts(module: cst.Module) -> dict[cst.CSTNode, ExpressionContext]:
 
 
 def resolve_scopes(module: cst.Module) -> dict[cst.CSTNode, object]:
-    """``MetadataWrapper(module).resolve(ScopeProvider)`` without the wrapper's extra walks.
+    """``MetadataWrapper(module).resolve(ScopeProvider)``, in one traversal instead of four.
 
     The wrapper runs each batchable provider inside a batched visit of the whole tree whose
     only work is at the ``Module`` node, which then walks the tree again with the provider's
-    own visitor: four full traversals (expression contexts, then scopes) where two compute
-    everything. Here the two visitors run directly on the same inputs: same scopes, ~40% less
-    time. Every libcst traversal rebuilds every node, so each one costs about one parse.
+    own visitor: four full traversals (expression contexts, then scopes), each rebuilding
+    every node. Here the expression contexts come from ``name_contexts`` and libcst's
+    ``ScopeVisitor`` runs once, through ``_visiting_in_place``: the same scopes.
     """
     provider = ScopeProvider()
     provider.metadata = {ExpressionContextProvider: name_contexts(module)}
-    visitor = ScopeVisitor(provider)
-    module.visit(visitor)
+    visitor = _ScopeVisitor(provider)
+    with _visiting_in_place():
+        module.visit(visitor)
     visitor.infer_accesses()
     return provider._computed
+
+
+_COUNTED: dict[type, bool] = {}
+
+
+class _ScopeVisitor(ScopeVisitor):
+    """libcst's ``ScopeVisitor`` with its ``on_leave`` (run for every node) answered per node
+    type: libcst's tests each node against 16 classes, several of them ABCs (slow checks)."""
+
+    def on_leave(self, original_node: cst.CSTNode) -> None:
+        self.provider.set_metadata(original_node, self.scope)
+        counted = _COUNTED.get(type(original_node))
+        if counted is None:
+            counted = _COUNTED[type(original_node)] = isinstance(original_node, _ASSIGNMENT_LIKE_NODES)
+        if counted:
+            self.scope._assignment_count += 1
+        cst.CSTVisitor.on_leave(self, original_node)
+
+
+_LIBCST_VISIT = cst.CSTNode.visit
+
+
+def _visit_in_place(node, visitor):
+    """``CSTNode.visit`` for read-only visitors: the same callbacks in the same order
+    (``on_visit``, per visited field ``on_visit_attribute``, the field's nodes,
+    ``on_leave_attribute``, then ``on_leave``), without building a copy of every node."""
+    read_only = _READ_ONLY.get(type(visitor))
+    if read_only is None:
+        read_only = _READ_ONLY[type(visitor)] = isinstance(visitor, cst.CSTVisitor)
+    if not read_only:
+        return _LIBCST_VISIT(node, visitor)
+    if visitor.on_visit(node):
+        key = (type(visitor), type(node))
+        hooks = _ATTRIBUTE_HOOKS.get(key)
+        if hooks is None:
+            hooks = _ATTRIBUTE_HOOKS[key] = _has_attribute_hooks(*key)
+        for name in _visited(node):
+            if hooks:
+                visitor.on_visit_attribute(node, name)
+            value = getattr(node, name)
+            kind = type(value)
+            if kind is tuple or kind is list:
+                for item in value:
+                    item.visit(visitor)
+            elif kind not in _EMPTY:
+                value.visit(visitor)
+            if hooks:
+                visitor.on_leave_attribute(node, name)
+    visitor.on_leave(node)
+    return node
+
+
+_READ_ONLY: dict[type, bool] = {}
+_ATTRIBUTE_HOOKS: dict[tuple[type, type], bool] = {}
+
+
+def _has_attribute_hooks(visitor: type, node: type) -> bool:
+    """Whether per-field callbacks can do anything: an overridden ``on_visit_attribute`` /
+    ``on_leave_attribute``, or a ``visit_<Node>_<field>`` / ``leave_<Node>_<field>`` method."""
+    if (
+        visitor.on_visit_attribute is not cst.CSTVisitor.on_visit_attribute
+        or visitor.on_leave_attribute is not cst.CSTVisitor.on_leave_attribute
+    ):
+        return True
+    prefixes = (f"visit_{node.__name__}_", f"leave_{node.__name__}_")
+    return any(name.startswith(prefixes) for name in dir(visitor))
+
+
+@contextmanager
+def _visiting_in_place():
+    """Read-only libcst visits skip the node copies while this block runs (this thread's
+    and any other: the callbacks a visitor sees are the same either way)."""
+    cst.CSTNode.visit = _visit_in_place
+    try:
+        yield
+    finally:
+        cst.CSTNode.visit = _LIBCST_VISIT
 
 
 # --- positions -------------------------------------------------------------------------------

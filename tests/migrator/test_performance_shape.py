@@ -184,10 +184,27 @@ def test_positions_contexts_and_scopes_match_libcst_providers():
         starts = start_positions(module, nodes)
         assert {n: (positions[n].start.line, positions[n].start.column) for n in nodes} == starts
         theirs, ours = wrapper.resolve(ScopeProvider), resolve_scopes(module)
+        shapes = {}  # libcst's scope -> ours, one to one, with the same bindings and uses
         for node, scope in ours.items():
-            if isinstance(node, (cst.Name, cst.Attribute)) and node in theirs:
+            if node not in theirs:  # nodes of string annotations: parsed anew by each run
+                continue
+            if shapes.setdefault(theirs[node], scope) is not scope:
+                raise AssertionError(f"{type(node).__name__} is in another scope")
+            if isinstance(node, (cst.Name, cst.Attribute)):
                 names = {(q.name, q.source) for q in scope.get_qualified_names_for(node)}
                 assert names == {(q.name, q.source) for q in theirs[node].get_qualified_names_for(node)}
+        for their, our in shapes.items():
+            if their is not None:
+                assert _scope_shape(their) == _scope_shape(our)
+
+
+def _scope_shape(scope) -> tuple:
+    assigned = sorted(
+        (name, sorted(len(a.references) for a in scope.assignments[name]))
+        for name in {a.name for a in scope.assignments}
+    )
+    accesses = sorted((a.node.value if isinstance(a.node, cst.Name) else "", len(a.referents)) for a in scope.accesses)
+    return type(scope).__name__, assigned, accesses, scope._assignment_count
 
 
 def test_apply_leaves_untouched_subtrees_as_the_same_objects():
