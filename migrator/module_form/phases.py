@@ -45,19 +45,39 @@ def attach_function(facts: Facts, phase, what: str) -> cst.For | None:
         raise _nofit("MIG502", fn, f"`{fn.name.value}()` is not called from exactly one epoch loop")
     call = epoch_calls[0]
     stmt = ix.statement(call)
+    result = _result_name(stmt, call)
     if not (isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1
-            and isinstance(stmt.body[0], cst.Expr) and stmt.body[0].value is call):
-        raise _nofit("MIG506", call, f"the result of `{fn.name.value}()` is used by the epoch loop")
+            and isinstance(stmt.body[0], cst.Expr) and stmt.body[0].value is call) and result is None:
+        raise _nofit("MIG506", call, f"the result of `{fn.name.value}()` is used by the epoch loop "
+                     "other than bound to a name (`value = f(...)`)")
+    tail = body[-1] if body else None
+    returns = isinstance(tail, cst.SimpleStatementLine) and len(tail.body) == 1 and isinstance(tail.body[0], cst.Return)
     for node in ix.subtree(fn.body, cst.Return):
-        if ix.function_of(node) is fn:
-            raise _nofit("MIG506", node, f"`{fn.name.value}()` returns a value or returns early")
+        if ix.function_of(node) is fn and not (result is not None and returns and node is tail.body[0] and node.value is not None):
+            raise _nofit("MIG506", node, f"`{fn.name.value}()` returns early, or returns a value the epoch loop "
+                         "does not bind to a name")
+    if result is not None and not returns:
+        raise _nofit("MIG506", call, f"the result of `{fn.name.value}()` is used by the epoch loop, "
+                     "but the function does not end with `return <value>`")
     phase.function, phase.call_stmt = fn, stmt
     phase.params = _bind(fn, call)
     start = 1 if body and _is_docstring(body[0]) else 0
     phase.pre = body[start: body.index(phase.holder)]
     phase.post = body[body.index(phase.holder) + 1:]
+    if result is not None:  # ``value = f(...)``: the function's ``return <expr>`` binds ``value`` at its end
+        phase.post[-1] = cst.SimpleStatementLine(body=[cst.Assign(
+            targets=[cst.AssignTarget(cst.Name(result))], value=tail.body[0].value)])
     phase.removable = len(uses) == 1
     return ix.loops_around(call)[0]
+
+
+def _result_name(stmt: cst.CSTNode, call: cst.Call) -> str | None:
+    """``name = f(...)``: the name the call's result is bound to, else None."""
+    if isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1 and isinstance(stmt.body[0], cst.Assign):
+        assign = stmt.body[0]
+        if assign.value is call and len(assign.targets) == 1 and isinstance(assign.targets[0].target, cst.Name):
+            return assign.targets[0].target.value
+    return None
 
 
 def call_phase(facts: Facts, stmt: cst.CSTNode, what: str):
@@ -65,7 +85,7 @@ def call_phase(facts: Facts, stmt: cst.CSTNode, what: str):
     from migrator.module_form.shape import Phase, loader_phase
 
     ix = facts.ix
-    if not (isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1 and isinstance(stmt.body[0], cst.Expr)):
+    if not (isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1 and isinstance(stmt.body[0], (cst.Expr, cst.Assign))):
         return None
     call = stmt.body[0].value
     if not (isinstance(call, cst.Call) and isinstance(call.func, cst.Name)):

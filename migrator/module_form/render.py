@@ -50,7 +50,12 @@ def render(facts: Facts, shape: Shape, vocab: ModuleVocabulary) -> Rendered:
     free = {n for u in uses.values() for n in _free_reads(u)}
     owned = {shape.model, shape.optimizer, shape.scheduler, shape.epoch_var, *shape.models}
     owned |= {name for name, _, _ in shape.optimizers + shape.schedulers}
-    captured = sorted(_function_locals(ix, shape) & free - stored - step_locals - owned)
+    # A name bound before the loop that a hook reads and then re-binds (a best metric) is
+    # tracked across epochs: module state, starting from the script's value.
+    tracked = {n for u in uses.values() for n in _free_reads(u) & set(u.stores)} & _function_locals(ix, shape)
+    tracked -= step_locals | owned
+    shared |= tracked
+    captured = sorted(_function_locals(ix, shape) & free - (stored - tracked) - step_locals - owned)
     # the script's device variable inside the module is the module's own device (the Trainer's)
     devices = {d.target.value for d in facts.devices if isinstance(d.target, cst.Name)} & free - stored
     captured = [c for c in captured if c not in devices]
@@ -123,7 +128,8 @@ def render(facts: Facts, shape: Shape, vocab: ModuleVocabulary) -> Rendered:
         )
         scheduler = ix.code(rename(sched_call, opt_mapping))
     name = facts.free_name(f"{shape.model_class}Module" if shape.model_class else "TrainingModule")
-    helpers = "\n".join(h for h in (vocab.helpers, vocab.sum_helper if reduced or early else "") if h)
+    helpers = "\n".join(h for h in (_with_state(vocab.helpers, sorted(attr[n] for n in tracked)),
+                                     vocab.sum_helper if reduced or early else "") if h)
     class_code = _template("module_class.py.j2").render(
         name=name, base=vocab.base_class, captured=[(c, attr[c]) for c in captured],
         models=models if shape.manual else [("model", "model")],
@@ -132,18 +138,44 @@ def render(facts: Facts, shape: Shape, vocab: ModuleVocabulary) -> Rendered:
         hooks=[{"name": h, "params": p, "body": b.rstrip("\n")} for h, p, b in hooks],
         optimizer=optimizer, scheduler=scheduler, interval=shape.interval, helpers=helpers.rstrip("\n"),
     )
-    loaders = [ix.code(shape.train.loader)] + ([ix.code(shape.val.loader)] if shape.val is not None else [])
+    loaders = [ix.code(rename(p.loader, p.params)) for p in (shape.train, shape.val) if p is not None]
     for text in loaders:
         if set(usage([cst.parse_expression(text)]).loads) & stored:
             raise NoFit("MIG502", shape.epoch_loop, f"the loader `{text}` is rebuilt inside the epoch loop")
+    for n in shape.read_after:
+        if n not in tracked:
+            raise NoFit("MIG506", shape.epoch_loop, f"`{n}` is computed by the loop and used after it, "
+                        "but no epoch hook reads and re-binds it (it would not be module state)")
     trainer_var = facts.free_name("trainer")
+    module_var = facts.free_name("module") if shape.read_after else None
     fit_code = _template("fit_call.py.j2").render(
         trainer_var=trainer_var, trainer=vocab.trainer, max_epochs=shape.max_epochs,
         clip=shape.clip, checkpoint=vocab.checkpoint, loaders=loaders,
         extra=[*shape.trainer_args, *vocab.trainer_extra, *(vocab.manual_trainer_extra if shape.manual else ())],
         module_call=f"{name}({', '.join([*(m for m, _ in models), *captured])})",
+        module_var=module_var, read_back=[(n, attr[n]) for n in shape.read_after],
     )
     return Rendered(name, _black(class_code), _black(fit_code), trainer_var)
+
+
+def _with_state(helpers: str, attrs: list[str]) -> str:
+    """``helpers`` whose checkpoint hooks also save and restore the values tracked across
+    epochs (a best metric), so that a resumed run goes on from them."""
+    if not attrs:
+        return helpers
+    values = ", ".join(f'"{a}": self.{a}' for a in attrs)
+    hooks = {
+        "def on_save_checkpoint(self, checkpoint):\n":
+            f"    # values the loop tracks across epochs\n    checkpoint[\"loop_state\"] = {{{values}}}\n",
+        "def on_load_checkpoint(self, checkpoint):\n":
+            "".join(f'    self.{a} = checkpoint.get("loop_state", {{}}).get("{a}", self.{a})\n' for a in attrs),
+    }
+    for head, body in hooks.items():
+        if head in helpers:
+            helpers = helpers.replace(head, head + body, 1)
+        else:
+            helpers = (helpers + "\n" if helpers else "") + head + body
+    return helpers
 
 
 # Attributes the module base classes own (Lightning's `device` has no setter): a loop value

@@ -97,6 +97,8 @@ class Shape:
     # modules the steps use but do not train, moved to the script's device before the loop
     # (a frozen feature network in the loss): the module moves them to its own device
     moved: list[str] = field(default_factory=list)
+    # names bound before the loop, re-bound by it and read after it: read back from the module
+    read_after: list[str] = field(default_factory=list)
 
 
 _DROP_METHODS = {"train", "eval", "zero_grad", "step"}
@@ -589,8 +591,12 @@ def _escapes(facts: Facts, shape: Shape) -> None:
             used_after.add(name)
         elif kind != "load":
             seen.add(name)
+    initial = set(usage(before).stores)
     for name in sorted(bound & used_after):
-        raise NoFit("MIG506", shape.epoch_loop, f"`{name}` is computed by the loop and used after it")
+        if name not in initial:
+            raise NoFit("MIG506", shape.epoch_loop, f"`{name}` is computed by the loop and used after it "
+                        "(without a value bound before the loop)")
+        shape.read_after.append(name)  # module state if the hooks track it (render checks)
     gone = {shape.optimizer} | ({shape.scheduler} if shape.scheduler else set())
     own = [shape.optimizer_stmt, shape.scheduler_stmt]
     if shape.manual:

@@ -141,15 +141,17 @@ class CarriedState(Rule):
 class LoopResultUsedAfter(Rule):
     """A value computed in the loop (or the optimizer) is used after it.
 
-    **What**: names the loop binds and later code reads (`best_acc` printed after training),
+    **What**: names the loop binds and later code reads (the last loss printed after training),
     or an optimizer/scheduler used outside the loop (saved in a checkpoint), keep the file in
     the wrapper form.
 
     **Why**: after the conversion those values live inside the module and Trainer; the
     later code would read stale or undefined names.
 
-    **Before**: `for epoch in ...: best = max(best, acc)` then `print(best)`  **After**:
-    wrapper form.
+    **Before**: `for epoch in ...: last = loss.item()` then `print(last)`  **After**:
+    wrapper form. A value bound before the loop that an epoch hook reads and re-binds (`best =
+    0.0`; `if acc > best: best = acc`) is not an escape: it becomes module state (saved in the
+    checkpoint) and the code after the loop reads it back (`best = module.best`).
     """
 
     code = "MIG506"

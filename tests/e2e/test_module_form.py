@@ -41,7 +41,9 @@ BIN = Path(sys.executable).parent
 # helper_functions the pytorch/examples shape (train()/test() helpers taking the device); vae:
 # module-level model and optimizer, train(epoch)/test(epoch) reading globals under
 # `if __name__ == "__main__":`, a frozen module in the loss (moved in on_fit_start), per-epoch
-# samples saved by rank 0 after the test print.
+# samples saved by rank 0 after the test print; dataparallel_classifier: `acc1 = validate(...)`
+# (the helper's returned value) and `best_acc1` tracked across epochs as module state, read
+# back from the module after fit for the final print (rank 0).
 FITTING = {
     "mnist_cnn": (
         FIXTURES / "scripts" / "mnist_cnn.py", ("--epochs", "2", "--save-model"),
@@ -55,6 +57,11 @@ FITTING = {
     "vae": (
         FIXTURES / "scripts" / "vae.py", ("--epochs", "2"),
         re.compile(r"Train Epoch: \d+ \[\d+/\d+ \(\d+%\)\]\tLoss: [\d.]+|====> (?:Epoch: \d+ Average|Test set) loss: [\d.]+"),
+    ),
+    "dataparallel_classifier": (
+        FIXTURES / "scripts" / "dataparallel_classifier.py", ("--epochs", "2"),
+        re.compile(r"Epoch: \[\d+\]\[\d+/\d+\]\tLoss [\d.]+| \* Acc@1 [\d.]+ Loss [\d.]+ \(\d+/\d+\)"
+                   r"|saved best model \(Acc@1 [\d.]+\)|best Acc@1 [\d.]+ \(classifier weight norm [\d.]+\)"),
     ),
     "notebook_style": (
         FIXTURES / "scripts" / "notebook_style.py", ("--epochs", "2"),
@@ -115,7 +122,7 @@ def test_one_process_reproduces_the_original_losses(name: str, target: str) -> N
 
 
 # files a fitting script writes whose tensors must equal the original's on 1 process
-SAME_FILES = {"vae": ("vae.pt", "results/sample_1.pt", "results/sample_2.pt", "results/reconstruction_2.pt")}
+SAME_FILES = {"dataparallel_classifier": ("best_model.pt",), "vae": ("vae.pt", "results/sample_1.pt", "results/sample_2.pt", "results/reconstruction_2.pt")}
 
 
 def _tensors(path: Path) -> list[tuple[str, list]]:
@@ -165,7 +172,7 @@ def test_two_processes_complete_print_once_write_once(name: str, target: str) ->
     one = report(original(name).proc.stdout, name)
     # every report line once (rank 0); the per-batch lines halve: each rank sees half the batches
     def summaries(found: list[str]) -> list[str]:
-        return [x for x in found if "ccura" in x or "val_loss" in x or x.startswith("====>")]
+        return [x for x in found if "ccura" in x or "val_loss" in x or x.startswith(("====>", " * Acc@1", "best Acc@1"))]
 
     assert len(summaries(lines)) == len(summaries(one))
     assert report(rank_stdout(run, "1"), name) == []
