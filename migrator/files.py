@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,7 +66,7 @@ def discover(
     links to directories (no loops). ``exclude`` patterns (gitwildmatch, relative to
     ``root``) apply to explicit files too, so a pre-commit hook honours them.
     """
-    excluder = _Matcher(root, exclude) if exclude else None
+    excluder = None
     seen: set[Path] = set()
     for raw in paths:
         if raw == STDIN:
@@ -73,8 +74,10 @@ def discover(
             continue
         path = Path(raw)
         absolute = Path(os.path.abspath(path))
-        if excluder and _excluded(excluder, absolute, absolute.is_dir()):
-            continue
+        if exclude and (excluder or _may_match(exclude, str(absolute)) or os.path.isdir(path)):
+            excluder = excluder or _Matcher(root, exclude)
+            if _excluded(excluder, absolute, absolute.is_dir()):
+                continue
         if os.path.isdir(path):
             ignores = _ancestor_ignores(absolute) if respect_gitignore else []
             for found, problem in _walk(absolute, ignores, excluder, respect_gitignore):
@@ -88,6 +91,17 @@ def discover(
                 yield Candidate(absolute, _clean(raw), explicit=True)
         else:
             yield Candidate(absolute, _clean(raw), explicit=True, error="no such file or directory")
+
+
+def _may_match(patterns: Sequence[str], path: str) -> bool:
+    """False when no pattern can match ``path`` or a parent: some literal piece of each
+    pattern (between wildcards, brackets and slashes) is nowhere in it. Saves importing
+    pathspec (~20 ms) for the single file of a pre-commit run or an editor."""
+    for pattern in patterns:
+        pieces = re.split(r"\[[^\]]*\]|[*?/\\!\[\]]", pattern.rstrip())
+        if all(piece in path for piece in pieces):
+            return True
+    return False
 
 
 def _clean(raw: str) -> str:

@@ -13,8 +13,9 @@ each rule's facts are built on (see docs/performance.md, "Prefilter"):
 - a string's *value* (``"cuda"``): written as is, or with a backslash escape
   (``"\\x63uda"``), which the device-string anchor also accepts.
 
-A rule class may declare its own ``anchors`` class attribute; otherwise the table below
-applies. A rule with neither is always run (and a test fails until it gets anchors).
+The table below is the only place anchors live, so that deciding needs no rule module (nor
+libcst, which they import): a file no anchor reaches costs a few regex searches. A planning
+rule missing from the table fails a test (tests/migrator/test_prefilter.py).
 """
 
 from __future__ import annotations
@@ -113,9 +114,8 @@ ANCHORS: dict[str, tuple] = {
 
 
 def anchors_of(rule: type) -> tuple | None:
-    """The rule's anchors (class attribute first, then the table); None: always run it."""
-    own = getattr(rule, "anchors", None)
-    return tuple(own) if own is not None else ANCHORS.get(rule.code)
+    """The rule's anchors; None: it has none (a test fails for such a planning rule)."""
+    return ANCHORS.get(rule.code)
 
 
 @cache
@@ -155,5 +155,13 @@ def planning_rules() -> list[type]:
 
 
 def rules_to_run(source: str, options) -> frozenset[str]:
-    """Codes of the enabled rules that may fire on ``source``; empty: nothing to do here."""
-    return candidate_rules(source, [r for r in planning_rules() if options.wants(r.code)])
+    """Codes of the enabled rules that may fire on ``source``; empty: nothing to do here.
+
+    Read from ``ANCHORS`` alone (every planning rule is there): no rule module is imported.
+    """
+    seen: dict[str, bool] = {}
+    return frozenset(
+        code
+        for code, alternatives in ANCHORS.items()
+        if options.wants(code) and any(_holds(a, source, seen) for a in alternatives)
+    )

@@ -92,6 +92,33 @@ def test_single_file_check_imports_no_codemod_pool_or_torch(tmp_path):
     assert heavy == []
 
 
+def test_single_file_check_without_anchors_loads_no_libcst_rules_or_pathspec(tmp_path):
+    script = tmp_path / "tensors.py"
+    script.write_text("import torch\n\nx = torch.zeros(3) + 1\n")
+    probe = (
+        "import sys, json\n"
+        "from migrator.cli import main\n"
+        f"code = main(['--check', '-q', {str(script)!r}])\n"
+        "print(json.dumps([code, sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('libcst', 'pathspec', 'torch') or m.startswith('migrator.rules'))]))\n"
+    )
+    done = run_cmd([sys.executable, "-c", probe], timeout=300, cwd=ROOT)
+    code, heavy = json.loads(done.stdout.strip().splitlines()[-1])
+    assert code == 0
+    assert heavy == []
+
+
+def test_exclude_patterns_are_only_compiled_when_one_may_match():
+    from migrator.files import DEFAULT_EXCLUDE, _may_match
+
+    assert not _may_match(DEFAULT_EXCLUDE, "/home/me/project/src/train.py")
+    for path in ("/p/build/train.py", "/p/x.egg-info/a.py", "/p/.venv/lib/a.py", "/p/node_modules/a.py"):
+        assert _may_match(DEFAULT_EXCLUDE, path)
+    assert _may_match(["[ab]c/*.py"], "/p/c/x.py")  # bracket expressions are no literal text
+    assert _may_match(["scripts/old_*.py  "], "/p/scripts/old_train.py")  # trailing spaces
+    assert _may_match(["*"], "/anything")
+
+
 def test_ancestor_walks_grow_linearly_with_file_size(monkeypatch):
     """4x the lines -> at most ~4x the ancestor steps: no per-node scan of the whole file
     (``inside``/``subtree``/bucket filters were quadratic before they used rank intervals)."""
