@@ -98,6 +98,15 @@ def render(facts: Facts, shape: Shape, vocab: ModuleVocabulary) -> Rendered:
     early = sorted(n for n in summed("training_step") if n in set(uses["on_validation_epoch_start"].loads)) if shape.val else []
     reduced = sorted({n for n in summed("training_step") + accumulators if n in read_at_end} - set(early) | set(accumulators))
     reduce = "".join(f"self.{attr[n]} = {vocab.sum_across_processes.format(value=f'self.{attr[n]}')}\n" for n in reduced)
+    # ``if <cond>: ...; break`` ending the epoch: the Trainer stops after it; any process's
+    # stop stops every process (the condition may read values of one process's shard)
+    swap = {shape.epoch_stop: cst.parse_statement("self.trainer.should_stop = True\n")} if shape.epoch_stop else {}
+    if shape.epoch_stop is not None and any(ix.inside(shape.epoch_stop, st) for st, _ in parts["after_scheduler_step"]):
+        raise NoFit("MIG503", shape.epoch_stop, f"the epoch loop stops after `{shape.scheduler}.step()`, "
+                    f"which {vocab.trainer} runs in lr_scheduler_step")
+    agree = (f"self.trainer.should_stop = {vocab.sum_across_processes.format(value='int(self.trainer.should_stop)')} > 0\n"
+             if swap else "")
+    hook_end = _code(ix, parts["hook_end"], mapping, swap=swap) + agree
     if shape.val is not None:
         vstart = "".join(f"self.{attr[n]} = {vocab.sum_across_processes.format(value=f'self.{attr[n]}')}\n" for n in early)
         vstart += _code(ix, parts["on_validation_epoch_start"], mapping)
@@ -106,11 +115,11 @@ def render(facts: Facts, shape: Shape, vocab: ModuleVocabulary) -> Rendered:
         body = _unpack(shape.val, mapping) + _code(ix, parts["validation_step"], _with_index(mapping, shape.val), shape.removed)
         hooks.append(("validation_step", ("batch", "batch_idx"), body))
         logs = "".join(f'self.log("{n}", self.{attr[n]}, sync_dist=True)\n' for n in accumulators)
-        end = reduce + _code(ix, parts["hook_end"], mapping) + logs
+        end = reduce + hook_end + logs
         if end:
             hooks.append(("on_validation_epoch_end", (), end))
     else:
-        end = (reduce if _code(ix, parts["hook_end"], mapping) or after_step else "") + _code(ix, parts["hook_end"], mapping)
+        end = (reduce if hook_end or after_step else "") + hook_end
         if end:
             hooks.append(("on_train_epoch_end", (), end))
     if after_step:  # the epoch's statements after ``scheduler.step()`` see the stepped scheduler
@@ -129,7 +138,7 @@ def render(facts: Facts, shape: Shape, vocab: ModuleVocabulary) -> Rendered:
         scheduler = ix.code(rename(sched_call, opt_mapping))
     name = facts.free_name(f"{shape.model_class}Module" if shape.model_class else "TrainingModule")
     helpers = "\n".join(h for h in (_with_state(vocab.helpers, sorted(attr[n] for n in tracked)),
-                                     vocab.sum_helper if reduced or early else "") if h)
+                                     vocab.sum_helper if reduced or early or swap else "") if h)
     class_code = _template("module_class.py.j2").render(
         name=name, base=vocab.base_class, captured=[(c, attr[c]) for c in captured],
         models=models if shape.manual else [("model", "model")],
@@ -405,10 +414,16 @@ def _without(ix, stmt: cst.CSTNode, removed) -> cst.CSTNode:
     return stmt
 
 
-def _code(ix, stmts, mapping, removed=frozenset()) -> str:
+def _code(ix, stmts, mapping, removed=frozenset(), swap=None) -> str:
+    """The statements renamed into the module's names, without ``removed``, with each statement
+    of ``swap`` nested in them replaced by its value."""
     text = ""
     for s, params in stmts:
-        code = cst.Module(body=[]).code_for_node(rename(_without(ix, s, removed), _compose(params, mapping)))
+        kept = _without(ix, s, removed)
+        for old, new in (swap or {}).items():
+            if ix.inside(old, s):
+                kept = kept.deep_replace(old, new)
+        code = cst.Module(body=[]).code_for_node(rename(kept, _compose(params, mapping)))
         if writes(ix, s):  # rank 0 writes; every process keeps computing
             code = "if self.trainer.is_global_zero:\n" + textwrap.indent(textwrap.dedent(code), "    ")
         text += code

@@ -99,6 +99,9 @@ class Shape:
     moved: list[str] = field(default_factory=list)
     # names bound before the loop, re-bound by it and read after it: read back from the module
     read_after: list[str] = field(default_factory=list)
+    # ``break`` ending the ``if`` that ends the epoch loop (a stop on the epoch's loss): the
+    # Trainer's should_stop, decided alike on every process
+    epoch_stop: cst.SimpleStatementLine | None = None
 
 
 _DROP_METHODS = {"train", "eval", "zero_grad", "step"}
@@ -378,8 +381,23 @@ def _epoch_parts(facts: Facts, epoch: cst.For, train: Phase) -> Shape:
     for stmt in body:
         for node in ix.subtree(stmt, (cst.Break, cst.Continue, cst.Return)):
             if not any(ix.inside(lp, epoch.body) for lp in ix.loops_around(node)):
-                raise NoFit("MIG503", node, "the epoch loop ends early (`break`/`return`): use an EarlyStopping callback by hand")
+                if _stops_after_epoch(ix, epoch, node) and stmt in rest:
+                    shape.epoch_stop = ix.statement(node)
+                    continue
+                raise NoFit("MIG503", node, "the epoch loop ends early (`break`/`return` other than a `break` ending "
+                            "an `if` that ends the epoch, after training): use an EarlyStopping callback by hand")
     return shape
+
+
+def _stops_after_epoch(ix, epoch: cst.For, node: cst.CSTNode) -> bool:
+    """``if <cond>: ...; break`` (no ``else``) is the epoch loop's last statement and the
+    ``break`` its body's last: the run stops after this epoch (the Trainer's ``should_stop``)."""
+    stmt = ix.statement(node)
+    block = ix.block_of(stmt)
+    owner = ix.parent.get(block)
+    return (isinstance(node, cst.Break) and isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1
+            and isinstance(owner, cst.If) and owner.orelse is None and block.body[-1] is stmt
+            and epoch.body.body[-1] is owner and epoch.orelse is None)
 
 
 def _direct_child(ix, node: cst.CSTNode, loop: cst.For) -> cst.CSTNode | None:

@@ -84,7 +84,10 @@ class StepCannotExpress(Rule):
     (gradient accumulation). One `break` is converted instead: `if <flag>: break` ending the batch-loop
     body (or ending `if i % n == 0:` bodies that end it), whose flag calls nothing and is not
     changed by the loop, becomes `limit_train_batches=1 if <flag> else None` (an evaluation
-    loop: `limit_val_batches`), e.g. pytorch/examples' `if args.dry_run: break`.
+    loop: `limit_val_batches`), e.g. pytorch/examples' `if args.dry_run: break`. So is a
+    `break` out of the epoch loop ending an `if` (no `else`) that ends the epoch, after
+    training: it sets `self.trainer.should_stop = True` in the epoch-end hook, and the run
+    stops when any process stops.
 
     **Why**: the Trainer owns the loops; a step returns one loss per batch and cannot leave
     its epoch, and the Trainer steps optimizers without a closure.

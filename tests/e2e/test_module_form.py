@@ -43,7 +43,10 @@ BIN = Path(sys.executable).parent
 # `if __name__ == "__main__":`, a frozen module in the loss (moved in on_fit_start), per-epoch
 # samples saved by rank 0 after the test print; dataparallel_classifier: `acc1 = validate(...)`
 # (the helper's returned value) and `best_acc1` tracked across epochs as module state, read
-# back from the module after fit for the final print (rank 0).
+# back from the module after fit for the final print (rank 0); sensor_regression: the epoch's mean
+# loss returned by train_epoch() (reduced over processes), printed, and `if ...: break` ending
+# the epoch becoming the Trainer's should_stop (2 processes train on a doubled global batch, so
+# only the stop line is compared by count).
 FITTING = {
     "mnist_cnn": (
         FIXTURES / "scripts" / "mnist_cnn.py", ("--epochs", "2", "--save-model"),
@@ -62,6 +65,10 @@ FITTING = {
         FIXTURES / "scripts" / "dataparallel_classifier.py", ("--epochs", "2"),
         re.compile(r"Epoch: \[\d+\]\[\d+/\d+\]\tLoss [\d.]+| \* Acc@1 [\d.]+ Loss [\d.]+ \(\d+/\d+\)"
                    r"|saved best model \(Acc@1 [\d.]+\)|best Acc@1 [\d.]+ \(classifier weight norm [\d.]+\)"),
+    ),
+    "sensor_regression": (
+        FIXTURES / "scripts" / "sensor_regression.py", ("--epochs", "40"),
+        re.compile(r"epoch +\d+ train loss [\d.]+|early stop: train loss below [\d.]+ after \d+ epochs"),
     ),
     "notebook_style": (
         FIXTURES / "scripts" / "notebook_style.py", ("--epochs", "2"),
@@ -122,7 +129,10 @@ def test_one_process_reproduces_the_original_losses(name: str, target: str) -> N
 
 
 # files a fitting script writes whose tensors must equal the original's on 1 process
-SAME_FILES = {"dataparallel_classifier": ("best_model.pt",), "vae": ("vae.pt", "results/sample_1.pt", "results/sample_2.pt", "results/reconstruction_2.pt")}
+SAME_FILES = {
+    "dataparallel_classifier": ("best_model.pt",), "sensor_regression": ("regressor.pt",),
+    "vae": ("vae.pt", "results/sample_1.pt", "results/sample_2.pt", "results/reconstruction_2.pt"),
+}
 
 
 def _tensors(path: Path) -> list[tuple[str, list]]:
@@ -172,7 +182,7 @@ def test_two_processes_complete_print_once_write_once(name: str, target: str) ->
     one = report(original(name).proc.stdout, name)
     # every report line once (rank 0); the per-batch lines halve: each rank sees half the batches
     def summaries(found: list[str]) -> list[str]:
-        return [x for x in found if "ccura" in x or "val_loss" in x or x.startswith(("====>", " * Acc@1", "best Acc@1"))]
+        return [x for x in found if "ccura" in x or "val_loss" in x or x.startswith(("====>", " * Acc@1", "best Acc@1", "early stop"))]
 
     assert len(summaries(lines)) == len(summaries(one))
     assert report(rank_stdout(run, "1"), name) == []

@@ -94,7 +94,7 @@ def test_templates_ship_as_package_data() -> None:
     ("script", "code"),
     [("lbfgs_fit", "MIG503"), ("lstm_lm", "MIG504"), ("dcgan", "MIG501"), ("mnist_cnn", "MIG501"),
      ("class_trainer", "MIG502"), ("transformer_lm", "MIG507"), ("notebook_style", "MIG501"),
-     ("dataparallel_classifier", "MIG501")],
+     ("dataparallel_classifier", "MIG501"), ("sensor_regression", "MIG501")],
 )
 def test_whole_scripts_convert_or_say_why(script: str, code: str) -> None:
     src = (MODULE.parent / "scripts" / f"{script}.py").read_text()
