@@ -189,9 +189,25 @@ def resolve_scopes(module: cst.Module) -> dict[cst.CSTNode, object]:
 _COUNTED: dict[type, bool] = {}
 
 
+_HOOKS: dict[tuple[str, type], object] = {}
+
+
+def _hook(visitor: type, prefix: str, node: type):
+    """``visit_<Node>`` / ``leave_<Node>`` of ``visitor`` (None), looked up once per type."""
+    key = (prefix, node)
+    if key not in _HOOKS:
+        _HOOKS[key] = getattr(visitor, f"{prefix}_{node.__name__}", None)
+    return _HOOKS[key]
+
+
 class _ScopeVisitor(ScopeVisitor):
-    """libcst's ``ScopeVisitor`` with its ``on_leave`` (run for every node) answered per node
-    type: libcst's tests each node against 16 classes, several of them ABCs (slow checks)."""
+    """libcst's ``ScopeVisitor`` with its per-node dispatch answered per node type: libcst
+    formats and looks up ``visit_<Node>``/``leave_<Node>`` for every node and tests every
+    node against 16 classes in ``on_leave``, several of them ABCs (slow checks)."""
+
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        hook = _hook(_ScopeVisitor, "visit", type(node))
+        return hook is None or hook(self, node) is not False
 
     def on_leave(self, original_node: cst.CSTNode) -> None:
         self.provider.set_metadata(original_node, self.scope)
@@ -200,7 +216,9 @@ class _ScopeVisitor(ScopeVisitor):
             counted = _COUNTED[type(original_node)] = isinstance(original_node, _ASSIGNMENT_LIKE_NODES)
         if counted:
             self.scope._assignment_count += 1
-        cst.CSTVisitor.on_leave(self, original_node)
+        hook = _hook(_ScopeVisitor, "leave", type(original_node))
+        if hook is not None:
+            hook(self, original_node)
 
 
 _LIBCST_VISIT = cst.CSTNode.visit
@@ -242,14 +260,19 @@ _ATTRIBUTE_HOOKS: dict[tuple[type, type], bool] = {}
 
 def _has_attribute_hooks(visitor: type, node: type) -> bool:
     """Whether per-field callbacks can do anything: an overridden ``on_visit_attribute`` /
-    ``on_leave_attribute``, or a ``visit_<Node>_<field>`` / ``leave_<Node>_<field>`` method."""
+    ``on_leave_attribute``, or a ``visit_<Node>_<field>`` / ``leave_<Node>_<field>`` method
+    other than the empty ones ``CSTVisitor`` defines for every field."""
     if (
         visitor.on_visit_attribute is not cst.CSTVisitor.on_visit_attribute
         or visitor.on_leave_attribute is not cst.CSTVisitor.on_leave_attribute
     ):
         return True
     prefixes = (f"visit_{node.__name__}_", f"leave_{node.__name__}_")
-    return any(name.startswith(prefixes) for name in dir(visitor))
+    return any(
+        getattr(visitor, name) is not getattr(cst.CSTVisitor, name, None)
+        for name in dir(visitor)
+        if name.startswith(prefixes)
+    )
 
 
 @contextmanager
