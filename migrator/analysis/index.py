@@ -58,14 +58,14 @@ class Index:
         self.imports: list[cst.CSTNode] = []
         self.ifs: list[cst.If] = []
         self.self_attrs: list[cst.Attribute] = []
-        # Qualified names are asked of the scope on demand (only for the few nodes rules look
-        # at) instead of resolving QualifiedNameProvider over the whole tree: same answers,
-        # about a third of the analysis time saved.
-        self.scopes = resolve_scopes(module)
         self._qn_cache: dict[cst.CSTNode, object] = {}
         self._pos: dict[cst.CSTNode, tuple[int, int]] = {}
         self._rank_cache: dict[int, tuple[list, list[int]]] = {}
-        self.parent, self._end = preorder(module)
+        self.parent, self._end, contexts = preorder(module)
+        # Qualified names are asked of the scope on demand (only for the few nodes rules look
+        # at) instead of resolving QualifiedNameProvider over the whole tree: same answers,
+        # about a third of the analysis time saved.
+        self.scopes = resolve_scopes(module, contexts)
         self._order = {n: i for i, n in enumerate(self.parent)}
         for node in self.parent:  # bucket the node kinds the facts are built from, in order
             bucket = _bucket(self, node)

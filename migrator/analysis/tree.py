@@ -94,32 +94,50 @@ def _children(node: cst.CSTNode) -> list[cst.CSTNode]:
     return out
 
 
-def preorder(module: cst.Module) -> tuple[dict[cst.CSTNode, cst.CSTNode], dict[cst.CSTNode, int]]:
-    """Every node's parent, keyed in libcst's visiting (pre-)order (``module`` is no key), and
-    the pre-order rank of the last node of each subtree (a subtree is one rank interval)."""
+def preorder(module: cst.Module):
+    """One walk over the fields: every node's parent, keyed in libcst's visiting (pre-)order
+    (``module`` is no key); the pre-order rank of the last node of each subtree (a subtree is
+    one rank interval); and each ``Name``'s expression context (see ``name_contexts``)."""
     parent: dict[cst.CSTNode, cst.CSTNode] = {}
-    stack = [(child, module) for child in reversed(_children(module))]
+    contexts: dict[cst.CSTNode, ExpressionContext] = {}
+    stack: list = [(module, None, _LOAD)]
     while stack:
-        node, up = stack.pop()
-        parent[node] = up
+        node, up, ctx = stack.pop()
+        if up is not None:
+            parent[node] = up
+        kind = type(node)
+        if kind is cst.Name and ctx is not None:
+            contexts[node] = ctx
         kids = _children(node)
-        if kids:
-            stack.extend([(kid, node) for kid in reversed(kids)])
+        if not kids:
+            continue
+        if ctx is not None and kind in _CONTEXT_SETTERS:
+            own = dict(_context_children(node, ctx))  # children it leaves out get no context
+            stack.extend([(kid, node, own.get(kid)) for kid in reversed(kids)])
+        else:
+            stack.extend([(kid, node, ctx) for kid in reversed(kids)])
     end: dict[cst.CSTNode, int] = {module: len(parent) - 1}
     for rank, node in zip(range(len(parent) - 1, -1, -1), reversed(parent)):
         last = end.setdefault(node, rank)
         up = parent[node]
         if end.get(up, -1) < last:
             end[up] = last
-    return parent, end
+    return parent, end, contexts
 
 
 # --- scopes ----------------------------------------------------------------------------------
 _STORE, _LOAD, _DEL = ExpressionContext.STORE, ExpressionContext.LOAD, ExpressionContext.DEL
 
 
+_CONTEXT_SETTERS = frozenset({
+    cst.Assign, cst.AnnAssign, cst.AugAssign, cst.NamedExpr, cst.AsName, cst.CompFor, cst.For,
+    cst.Del, cst.Attribute, cst.Subscript, cst.ClassDef, cst.FunctionDef, cst.Param,
+})
+
+
 def _context_children(node: cst.CSTNode, ctx: ExpressionContext) -> list:
-    """(child, context) pairs as libcst's ``ExpressionContextVisitor`` descends from ``node``."""
+    """(child, context) pairs as libcst's ``ExpressionContextVisitor`` descends from a node of
+    the types it handles itself (``_CONTEXT_SETTERS``); other nodes pass theirs down."""
     kind = type(node)
     if kind is cst.Assign:
         return [*((t, _STORE) for t in node.targets), (node.value, ctx)]
@@ -151,24 +169,16 @@ def _context_children(node: cst.CSTNode, ctx: ExpressionContext) -> list:
     if kind is cst.Param:
         rest = tuple(n for n in (node.annotation, node.default) if n)
         return [(node.name, _STORE), *((n, ctx) for n in rest)]
-    return [(child, ctx) for child in _children(node)]
+    raise TypeError(f"no context rule for {kind.__name__}")
 
 
 def name_contexts(module: cst.Module) -> dict[cst.CSTNode, ExpressionContext]:
     """``ExpressionContextProvider``'s answers for every ``Name`` (all ``ScopeVisitor`` reads),
-    computed over the fields directly instead of by a rebuilding libcst traversal."""
-    out: dict[cst.CSTNode, ExpressionContext] = {}
-    todo: list = [(module, _LOAD)]
-    while todo:
-        node, ctx = todo.pop()
-        if type(node) is cst.Name:
-            out[node] = ctx  # its parentheses hold no names
-        else:
-            todo.extend(_context_children(node, ctx))
-    return out
+    computed over the fields by ``preorder`` instead of by a rebuilding libcst traversal."""
+    return preorder(module)[2]
 
 
-def resolve_scopes(module: cst.Module) -> dict[cst.CSTNode, object]:
+def resolve_scopes(module: cst.Module, contexts: dict | None = None) -> dict[cst.CSTNode, object]:
     """``MetadataWrapper(module).resolve(ScopeProvider)``, in one traversal instead of four.
 
     The wrapper runs each batchable provider inside a batched visit of the whole tree whose
@@ -178,7 +188,8 @@ def resolve_scopes(module: cst.Module) -> dict[cst.CSTNode, object]:
     ``ScopeVisitor`` runs once, through ``_visiting_in_place``: the same scopes.
     """
     provider = ScopeProvider()
-    provider.metadata = {ExpressionContextProvider: name_contexts(module)}
+    contexts = name_contexts(module) if contexts is None else contexts  # (from ``preorder``)
+    provider.metadata = {ExpressionContextProvider: contexts}
     visitor = _ScopeVisitor(provider)
     with _visiting_in_place():
         module.visit(visitor)

@@ -190,7 +190,7 @@ def test_preorder_walk_is_libcsts_visiting_order():
     for module in _sample_modules():
         seen = Recorder()
         module.visit(seen)
-        parent, end = preorder(module)
+        parent, end, _ = preorder(module)
         assert list(parent.items()) == list(seen.parent.items())
         assert end == seen.end
 
