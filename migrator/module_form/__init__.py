@@ -18,6 +18,7 @@ def migrate_module(module: cst.Module, source: str, path: str, options: Options,
     converted whole or not at all.
     """
     from migrator.analysis import analyse
+    from migrator.module_form.amp import strip_amp, uses_amp
     from migrator.module_form.shape import NoFit, analyse_shape
     from migrator.targets import MODULE_VOCABULARIES
 
@@ -25,15 +26,23 @@ def migrate_module(module: cst.Module, source: str, path: str, options: Options,
     facts = analyse(module)
     if _already_module(facts, vocab):
         return FileResult(path=path, source=source, output=source, status=Status.UNCHANGED)
+    pos = facts.ix.pos
     try:
+        precision = None
+        if uses_amp(facts):  # autocast / GradScaler: analysed without them, the Trainer's precision
+            stripped, precision = strip_amp(facts)
+            facts = analyse(stripped)
+            pos = _original_pos(facts.ix.pos, source, stripped.code)
         shape = analyse_shape(facts)
+        if precision is not None:
+            shape.trainer_args.insert(0, ("precision", precision))
         from migrator.module_form.edit import convert
 
         output, class_name = convert(facts, shape, vocab)
     except NoFit as exc:
-        return _fallback(source, path, options, vocab, facts, exc.misfit)
+        return _fallback(source, path, options, vocab, pos, exc.misfit)
     _verify(output, path, vocab)
-    line, col = facts.ix.pos(shape.epoch_loop)
+    line, col = pos(shape.epoch_loop)
     findings = [Finding(line, col, "MIG501", (
         f"training loop converted to {class_name}({vocab.base_class}) + {vocab.trainer}: "
         f"checkpoints/last.ckpt is written every epoch and resumed; run with {vocab.launch_hint}"
@@ -52,12 +61,33 @@ def _already_module(facts, vocab) -> bool:
     return False
 
 
-def _fallback(source, path, options, vocab, facts, misfit) -> FileResult:
+def _original_pos(pos, source: str, stripped: str):
+    """Positions in the file without its AMP lines mapped back to the original lines (the
+    stripped file only lost lines and dedented autocast blocks)."""
+    import difflib
+
+    old, new = source.splitlines(), stripped.splitlines()
+    lines: dict[int, int] = {}
+    matcher = difflib.SequenceMatcher(None, [ln.strip() for ln in old], [ln.strip() for ln in new], autojunk=False)
+    for a, b, size in matcher.get_matching_blocks():
+        lines.update({b + k + 1: a + k + 1 for k in range(size)})
+
+    def mapped(node):
+        line, col = pos(node)
+        orig = lines.get(line, line)
+        shift = len(old[orig - 1]) - len(old[orig - 1].lstrip()) - (len(new[line - 1]) - len(new[line - 1].lstrip())) \
+            if orig <= len(old) and line <= len(new) else 0
+        return orig, col + shift
+
+    return mapped
+
+
+def _fallback(source, path, options, vocab, pos, misfit) -> FileResult:
     from migrator.engine import migrate_source
 
     wrapper = dataclasses.replace(options, form="wrapper", target=vocab.fallback_target)
     result = migrate_source(source, path, wrapper)
-    line, col = facts.ix.pos(misfit.node)
+    line, col = pos(misfit.node)
     note = Finding(line, col, misfit.code, (
         f"not converted to the module form: {misfit.reason}; migrated in the wrapper form "
         f"(--target {vocab.fallback_target}) instead"

@@ -206,7 +206,7 @@ def _hazards(facts: Facts) -> None:
             raise NoFit("MIG503", call, "`optimizer.step(closure)` (LBFGS-style): the Trainer steps without a closure")
         q = ix.call_qname(call) or ""
         if q in N.AUTOCAST or q in N.GRAD_SCALER:
-            raise NoFit("MIG507", call, "autocast / GradScaler in the loop: mixed precision is not converted to a Trainer precision yet")
+            raise NoFit("MIG507", call, "autocast / GradScaler the precision conversion did not remove")
 
 
 def _is_range(ix, expr: cst.BaseExpression) -> bool:

@@ -163,18 +163,28 @@ class LoopResultUsedAfter(Rule):
 
 
 class PrecisionNotConverted(Rule):
-    """Autocast / GradScaler loops are kept in the wrapper form.
+    """Autocast / GradScaler use the Trainer's precision cannot express: migrated in the wrapper form.
 
-    **What**: a loop using `torch.autocast` or a `GradScaler` is migrated in the wrapper form
-    (MIG205 maps it onto the wrapper's precision).
+    **What**: `with torch.autocast(...)` / `torch.cuda.amp.autocast(...)` blocks that are
+    statements of a batch loop are dedented and a GradScaler's `scale(loss).backward()`,
+    `step(opt)`, `update()` and `unscale_(opt)` (before clipping) become the Trainer's own
+    backward/step: `Trainer(precision=...)` gets what MIG205 records for the wrapper form
+    (`"16-mixed" if torch.cuda.is_available() else "32-true"` for CUDA autocast, `"bf16-mixed"`
+    for a bfloat16 dtype or CPU autocast); `enabled=<expr>` becomes `"16-mixed" if <expr> and
+    torch.cuda.is_available() else "32-true"` when `<expr>` is read where the Trainer is created
+    and the loop does not change it. This code reports what does not convert: a scaler saved or
+    restored by the script's own checkpoint/resume code, other scaler methods, autocast outside
+    the batch loops (or entering other contexts), switches the loop changes or that a helper
+    function reads, and blocks with different precisions.
 
-    **Why**: turning it into `Trainer(precision=...)` needs the scaler's unscale/clip order
-    rewritten, which the generator does not do yet.
+    **Why**: the Trainer's precision owns autocast and loss scaling; a second scaler scales twice,
+    and a precision fixed at construction cannot follow a switch that changes during training.
 
     **Before**: `with torch.autocast("cuda"): loss = ...; scaler.scale(loss).backward()`
-    **After**: wrapper form.
+    **After**: `loss = ...` in `training_step`; `Trainer(precision="16-mixed" if
+    torch.cuda.is_available() else "32-true", ...)`.
     """
 
     code = "MIG507"
     name = "module-form-mixed-precision"
-    summary = "mixed precision in the loop: migrated in the wrapper form"
+    summary = "autocast / GradScaler use the Trainer's precision cannot express: migrated in the wrapper form"

@@ -205,3 +205,57 @@ def test_gan_loops_the_step_cannot_express_fall_back(d_step: str, code: str, wor
         notes = [f for f in result.findings if f.code == code and "not converted to the module form" in f.message]
         assert notes and words in notes[0].message, (target, result.findings)
         assert "training_step" not in result.output
+
+
+_AMP_LOOP = '''import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+use_amp = torch.cuda.is_available()
+loader = DataLoader(TensorDataset(torch.randn(64, 3), torch.randn(64, 1)), batch_size=8)
+model = nn.Linear(3, 1)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+scaler = torch.cuda.amp.GradScaler(enabled=use_amp)
+for epoch in range(3):
+    for x, y in loader:
+        optimizer.zero_grad()
+        with {autocast}:
+            loss = nn.functional.mse_loss(model(x), y)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+{tail}
+'''
+
+
+@pytest.mark.parametrize(("autocast", "precision"), [
+    ("torch.autocast('cuda')", '"16-mixed" if torch.cuda.is_available() else "32-true"'),
+    ("torch.autocast('cuda', enabled=use_amp)", '"16-mixed" if torch.cuda.is_available() else "32-true"'),
+    ("torch.autocast('cpu', dtype=torch.bfloat16)", '"bf16-mixed"'),
+    ("torch.autocast('cuda', enabled=epoch > 0 and use_amp)", None),
+])
+def test_amp_becomes_the_trainer_precision(autocast: str, precision: str | None) -> None:
+    src = _AMP_LOOP.format(autocast=autocast, tail="")
+    for target in TARGETS:
+        result = migrate_source(src, "train.py", Options(target=target, form="module"))
+        codes = {f.code for f in result.findings}
+        if precision is None:  # the switch reads the epoch: not known when the Trainer is made
+            (note,) = [f for f in result.findings if f.code == "MIG507"]
+            assert "epoch, which the loop changes" in note.message and note.line == 13
+            continue
+        assert codes == {"MIG501"}, result.findings
+        assert f"precision={precision}," in result.output
+        assert "scaler" not in result.output and "autocast" not in result.output
+
+
+@pytest.mark.parametrize(("tail", "words"), [
+    ("    torch.save({'scaler': scaler.state_dict()}, 'ckpt.pt')", "own checkpoint/resume code"),
+    ("    print(scaler.get_scale())", "has no equivalent"),
+    ("with torch.autocast('cuda'):\n    print(model(torch.zeros(1, 3)))", "not a statement of a batch loop's body"),
+])
+def test_amp_the_trainer_cannot_express_falls_back(tail: str, words: str) -> None:
+    src = _AMP_LOOP.format(autocast="torch.autocast('cuda')", tail=tail)
+    result = migrate_source(src, "train.py", Options(target="runtime", form="module"))
+    (note,) = [f for f in result.findings if f.code == "MIG507"]
+    assert words in note.message, note.message
+    assert "def training_step" not in result.output and "Runtime(" in result.output
