@@ -259,3 +259,11 @@ def test_amp_the_trainer_cannot_express_falls_back(tail: str, words: str) -> Non
     (note,) = [f for f in result.findings if f.code == "MIG507"]
     assert words in note.message, note.message
     assert "def training_step" not in result.output and "Runtime(" in result.output
+
+
+def test_transformer_lm_falls_back_naming_its_checkpoint_resume_code() -> None:
+    src = (MODULE.parent / "scripts" / "transformer_lm.py").read_text()
+    result = migrate_source(src, "transformer_lm.py", Options(target="lightning", form="module"))
+    (note,) = [f for f in result.findings if f.code == "MIG507"]
+    assert "own checkpoint/resume code" in note.message and "scaler.load_state_dict" in note.message
+    assert src.splitlines()[note.line - 1].strip().startswith("scaler.load_state_dict(")
