@@ -175,11 +175,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         one = Path(tmp) / "train.py"
         one.write_text(synthetic(200))
+        clean = Path(tmp) / "tensors.py"  # mentions torch, reaches no rule's anchors
+        clean.write_text("import torch\n\nx = torch.zeros(3) + 1\n")
         lat = {}
         for name, cmd in [
             ("python -c pass", [sys.executable, "-c", "pass"]),
             ("python -c 'import libcst'", [sys.executable, "-c", "import libcst"]),
             ("migrate --check (200-line script)", [*migrate, "--check", "-q", str(one)]),
+            ("migrate --check (file no rule anchor reaches)", [*migrate, "--check", "-q", str(clean)]),
             *([("torchfix (200-line script)", [torchfix, str(one)])] if torchfix else []),
         ]:
             lat[name] = median_run(cmd, args.repeat)
