@@ -315,8 +315,17 @@ def _training_step(facts: Facts, shape: Shape, stmts: list, mapping: dict) -> st
     step_map = _compose(shape.train.params, _with_index(mapping, shape.train))
     text = _unpack(shape.train, mapping)
     kept = [st for st, _ in stmts]
+    accumulated = shape.accumulate[2] if shape.accumulate is not None else None
     for stmt in body:
+        if stmt is accumulated:  # the Trainer divides the returned loss by K itself
+            value = stmt.body[0].value
+            text += f"step_loss = {ix.code(rename(value.left, step_map))}\n"
+            divided = stmt.with_changes(body=[stmt.body[0].with_changes(value=value.with_changes(left=cst.Name("step_loss")))])
+            text += _code(ix, [(divided, {})], step_map, shape.removed)
+            continue
         if stmt is back_stmt:
+            if accumulated is not None:
+                continue
             if rebound or not isinstance(loss, cst.Name):
                 # the loop rebinds the loss after backward (e.g. to loss.item()): keep the tensor
                 text += f"step_loss = {ix.code(rename(loss, step_map))}\n"
@@ -324,7 +333,7 @@ def _training_step(facts: Facts, shape: Shape, stmts: list, mapping: dict) -> st
         if stmt not in kept:
             continue
         text += _code(ix, [(stmt, {})], step_map, shape.removed)
-    result = "step_loss" if rebound or not isinstance(loss, cst.Name) else ix.code(rename(loss, step_map))
+    result = "step_loss" if rebound or accumulated is not None or not isinstance(loss, cst.Name) else ix.code(rename(loss, step_map))
     return text + f"return {result}\n"
 
 

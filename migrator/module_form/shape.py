@@ -102,6 +102,12 @@ class Shape:
     # ``break`` ending the ``if`` that ends the epoch loop (a stop on the epoch's loss): the
     # Trainer's should_stop, decided alike on every process
     epoch_stop: cst.SimpleStatementLine | None = None
+    # manual accumulation: (K code, the ``if (i + 1) % K == 0:`` statement, ``loss = <E> / K``)
+    accumulate: tuple[str, cst.If, cst.SimpleStatementLine] | None = None
+
+    def in_accumulation(self, ix, node: cst.CSTNode) -> bool:
+        """``node`` sits in the accumulation ``if`` (the Trainer's optimizer step now)."""
+        return self.accumulate is not None and ix.inside(node, self.accumulate[1])
 
 
 _DROP_METHODS = {"train", "eval", "zero_grad", "step"}
@@ -137,6 +143,9 @@ def analyse_shape(facts: Facts) -> Shape:
     if manual:
         _manual(facts, shape)
     else:
+        from migrator.module_form.accumulation import accumulation
+
+        accumulation(facts, shape, back)
         _training_body(facts, shape, back)
         _optimizer(facts, shape)
     _escapes(facts, shape)
@@ -420,7 +429,8 @@ def _training_body(facts: Facts, shape: Shape, back) -> None:
         q = ix.call_qname(call) or ""
         if q in N.CLIP:
             s = ix.statement(call)
-            if N.CLIP[q] != "max_norm" or len(call.args) != 2 or ix.block_of(s) is not shape.train.loop.body:
+            if N.CLIP[q] != "max_norm" or len(call.args) != 2 or (
+                    ix.block_of(s) is not shape.train.loop.body and not shape.in_accumulation(ix, s)):
                 raise NoFit("MIG502", call, "gradient clipping other than `clip_grad_norm_(params, max_norm)` in the loop body")
             shape.clip = ix.code(rename(call.args[1].value, shape.train.params))
             shape.dropped.add(s)
@@ -442,8 +452,9 @@ def _optimizer(facts: Facts, shape: Shape) -> None:
     for call in ix.subtree(shape.train.loop.body, cst.Call):
         f = call.func
         if (isinstance(f, cst.Attribute) and isinstance(f.value, cst.Name) and f.attr.value in ("step", "zero_grad")
-                and f.value.value in shape.train.aliases(shape.optimizer) and ix.statement(call) not in shape.dropped):
-            raise NoFit("MIG503", call, "the optimizer steps conditionally (manual accumulation?): the Trainer steps every batch; use accumulate_grad_batches by hand")
+                and f.value.value in shape.train.aliases(shape.optimizer) and ix.statement(call) not in shape.dropped
+                and not shape.in_accumulation(ix, call)):
+            raise NoFit("MIG503", call, "the optimizer steps conditionally, not as `if (i + 1) % K == 0: optimizer.step(); optimizer.zero_grad()` (which becomes accumulate_grad_batches=K): the Trainer steps every batch")
     for assign in ix.assigns:
         v = assign.value
         if (isinstance(v, cst.Call) and v.args and isinstance(v.args[0].value, cst.Name)
@@ -460,8 +471,8 @@ def _optimizer(facts: Facts, shape: Shape) -> None:
             s = ix.statement(call)
             if call.args or not (isinstance(s, cst.SimpleStatementLine) and len(s.body) == 1):
                 raise NoFit("MIG502", call, "the scheduler is stepped with a metric or inside an expression")
-            if ix.block_of(s) is shape.train.loop.body:
-                shape.interval = "step"
+            if ix.block_of(s) is shape.train.loop.body or shape.in_accumulation(ix, s):
+                shape.interval = "step"  # (accumulating: at each real optimizer step)
             elif ix.block_of(s) is not shape.epoch_loop.body:
                 raise NoFit("MIG502", call, "the scheduler is stepped conditionally")
             elif s in shape.epoch_pre:

@@ -81,7 +81,16 @@ class StepCannotExpress(Rule):
     **What**: `break` / `continue` / `return` in the batch loop (e.g. a loss-threshold exit),
     `break` out of the epoch loop, `optimizer.step(closure)` (LBFGS), a conditional
     `backward()`, and (manual optimization) an optimizer that steps or zeroes conditionally
-    (gradient accumulation). One `break` is converted instead: `if <flag>: break` ending the batch-loop
+    (gradient accumulation). Manual accumulation converts to `accumulate_grad_batches=K` when
+    exact: `loss = <E> / K` before `loss.backward()`, and an `if (i + 1) % K == 0:` holding
+    (a clipping call,) `optimizer.step()`, then `optimizer.zero_grad()` (and a per-step
+    `scheduler.step()`); the step returns `<E>` (both Trainers divide by K) and `loss` keeps its
+    divided value for prints. It falls back with this code when other work runs in that `if`,
+    a later statement of the batch loop reads the model/optimizer/scheduler, or the batches per
+    epoch are not known from the file to be a multiple of K (a constant K, a
+    `DataLoader(TensorDataset(torch.randn(N, ...), ...), batch_size=B)` with constant N and B):
+    the script carries a partial window into the next epoch, Lightning steps it at epoch end,
+    the runtime counts windows across epochs. One `break` is converted instead: `if <flag>: break` ending the batch-loop
     body (or ending `if i % n == 0:` bodies that end it), whose flag calls nothing and is not
     changed by the loop, becomes `limit_train_batches=1 if <flag> else None` (an evaluation
     loop: `limit_val_batches`), e.g. pytorch/examples' `if args.dry_run: break`. So is a

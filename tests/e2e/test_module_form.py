@@ -74,6 +74,13 @@ FITTING = {
         FIXTURES / "scripts" / "notebook_style.py", ("--epochs", "2"),
         re.compile(r"loss: +[\d.]+ +\[ *\d+/ *\d+\]|Accuracy: [\d.]+% \(\d+/\d+\)"),
     ),
+    # AMP on CUDA (fp32 on CPU: precision 32-true there), accumulation over 4 of 16 batches per
+    # epoch (accumulate_grad_batches; the step returns the undivided loss, both Trainers divide it
+    # exactly as the script did), clipping after unscale_ and a per-step warmup LambdaLR
+    "amp_accumulation": (
+        FIXTURES / "module" / "amp_accumulation" / "input.py", ("--epochs", "2"),
+        re.compile(r"epoch \d+ batch \d+ loss [\d.]+ lr [\d.]+|epoch \d+ val_loss [\d.]+ correct \d+/\d+"),
+    ),
     "helper_functions": (
         FIXTURES / "module" / "helper_functions" / "input.py", ("--epochs", "2"),
         re.compile(r"Train Epoch: \d+ \[\d+/\d+\]\tLoss: [\d.]+|Test set: Average loss: [\d.]+, Accuracy: \d+/\d+"),

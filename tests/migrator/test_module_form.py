@@ -267,3 +267,54 @@ def test_transformer_lm_falls_back_naming_its_checkpoint_resume_code() -> None:
     (note,) = [f for f in result.findings if f.code == "MIG507"]
     assert "own checkpoint/resume code" in note.message and "scaler.load_state_dict" in note.message
     assert src.splitlines()[note.line - 1].strip().startswith("scaler.load_state_dict(")
+
+
+_ACCUM_LOOP = '''import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+K = 4
+loader = DataLoader(TensorDataset(torch.randn({n}, 3), torch.randn({n}, 1)), batch_size=8)
+model = nn.Linear(3, 1)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+for epoch in range(3):
+    for i, (x, y) in enumerate(loader):
+        loss = nn.functional.mse_loss(model(x), y) / {k}
+        loss.backward()
+        if (i + 1) % {k} == 0:
+            optimizer.step()
+{inner}
+{after}
+'''
+
+
+def test_accumulation_becomes_accumulate_grad_batches_returning_the_undivided_loss() -> None:
+    src = _ACCUM_LOOP.format(n=64, k="K", inner="            optimizer.zero_grad()", after="")
+    for target in TARGETS:
+        result = migrate_source(src, "train.py", Options(target=target, form="module"))
+        assert {f.code for f in result.findings} == {"MIG501"}, result.findings
+        assert "accumulate_grad_batches=K," in result.output
+        assert "step_loss = nn.functional.mse_loss(self.model(x), y)\n" in result.output
+        assert "loss = step_loss / K\n        return step_loss\n" in result.output
+
+
+@pytest.mark.parametrize(("n", "k", "inner", "after", "words"), [
+    (64, "K", "            optimizer.zero_grad()\n            print(i)", "", "per-step work in the accumulation `if`"),
+    (64, "K", "            pass", "", "without both the optimizer's step and zero_grad"),
+    (64, "K", "            optimizer.zero_grad()", "        print(model.weight.sum())", "reads `model` after the accumulation step"),
+    (72, "K", "            optimizer.zero_grad()", "", "with 9 batches per epoch"),
+    (64, "(len(loader) // 4)", "            optimizer.zero_grad()", "", "is not a constant of the file"),
+])
+def test_accumulation_the_trainer_cannot_express_falls_back(n: int, k: str, inner: str, after: str, words: str) -> None:
+    src = _ACCUM_LOOP.format(n=n, k=k, inner=inner, after=after)
+    result = migrate_source(src, "train.py", Options(target="lightning", form="module"))
+    (note,) = [f for f in result.findings if f.code == "MIG503"]
+    assert words in note.message, note.message
+    assert "def training_step" not in result.output
+
+
+def test_accumulation_needs_the_loss_divided_by_k() -> None:
+    src = _ACCUM_LOOP.format(n=64, k="K", inner="            optimizer.zero_grad()", after="").replace(") / K\n", ")\n")
+    result = migrate_source(src, "train.py", Options(target="runtime", form="module"))
+    (note,) = [f for f in result.findings if f.code == "MIG503"]
+    assert "the loss is not divided by `K`" in note.message
