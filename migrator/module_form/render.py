@@ -55,7 +55,17 @@ def render(facts: Facts, shape: Shape, vocab: ModuleVocabulary) -> Rendered:
     tracked = {n for u in uses.values() for n in _free_reads(u) & set(u.stores)} & _function_locals(ix, shape)
     tracked -= step_locals | owned
     shared |= tracked
-    captured = sorted(_function_locals(ix, shape) & free - (stored - tracked) - step_locals - owned)
+    # configure_optimizers builds the optimizers (and schedulers): what they read, a warm-up
+    # lambda included, is handed to the module like what the hooks read
+    built = usage([call for _, _, call in shape.optimizers + shape.schedulers] if shape.manual
+                  else [c for c in (shape.optimizer_call, shape.scheduler_call) if c is not None])
+    _opaque([*uses.values(), built])
+    built_reads = _function_locals(ix, shape) & set(built.loads) - owned
+    if built_reads & ((stored - tracked) | step_locals):
+        name = min(built_reads & ((stored - tracked) | step_locals))
+        raise NoFit("MIG505", shape.epoch_loop, f"the optimizer or scheduler construction reads `{name}`, "
+                    "which the training loop re-binds: configure_optimizers cannot see the loop's value")
+    captured = sorted(_function_locals(ix, shape) & (free | built_reads) - (stored - tracked) - step_locals - owned)
     # the script's device variable inside the module is the module's own device (the Trainer's)
     devices = {d.target.value for d in facts.devices if isinstance(d.target, cst.Name)} & free - stored
     captured = [c for c in captured if c not in devices]
@@ -125,7 +135,7 @@ def render(facts: Facts, shape: Shape, vocab: ModuleVocabulary) -> Rendered:
     if after_step:  # the epoch's statements after ``scheduler.step()`` see the stepped scheduler
         hooks.append(("lr_scheduler_step", ("scheduler", "metric"), "super().lr_scheduler_step(scheduler, metric)\n" + after_step))
 
-    opt_mapping = {m: mapping[m] for m, _ in models} | {n: mapping[n] for n in captured}
+    opt_mapping = {m: mapping[m] for m, _ in models} | {n: mapping[n] for n in [*captured, *devices]}
     optimizer = scheduler = configure = None
     if shape.manual:
         configure = _configure_manual(ix, shape, opt_mapping)
@@ -258,6 +268,16 @@ def _parts(shape: Shape, split: bool) -> dict[str, list[tuple[cst.CSTNode, dict]
 def _compose(params: dict, mapping: dict) -> dict:
     """Rename a helper function's parameter straight to what its argument becomes."""
     return {**mapping, **{k: rename(v, mapping) for k, v in params.items()}} if params else mapping
+
+
+def _opaque(usages) -> None:
+    """Names that cannot follow the moved code into the module: fall back, saying which."""
+    for kind, name, node in (o for u in usages for o in u.opaque):
+        if kind == "nonlocal":
+            raise NoFit("MIG503", node, f"the nested function `{node.name.value}` re-binds the enclosing `{name}` "
+                        "(nonlocal): inside the module it would re-bind a copy the script never reads")
+        raise NoFit("MIG503", node, f"the class `{name}` is defined in code that moves into the module: "
+                    "its body is not renamed into the module's names")
 
 
 def _free_reads(u) -> set[str]:

@@ -238,6 +238,8 @@ def loader_phase(facts: Facts, loop: cst.For, what: str) -> Phase:
         raise NoFit("MIG502", loop, f"the {what} loop's target uses the names batch/batch_idx of the step's parameters")
     stop = None
     for node in ix.subtree(loop.body, (cst.Break, cst.Continue, cst.Return, cst.Yield)):
+        if ix.function_of(node) is not ix.function_of(loop):
+            continue  # ends a function defined in the step, not the step
         inner = [lp for lp in ix.loops_around(node) if ix.inside(lp, loop.body)]
         if isinstance(node, (cst.Break, cst.Continue)) and inner:
             continue  # leaves a loop nested in the step
@@ -389,6 +391,8 @@ def _epoch_parts(facts: Facts, epoch: cst.For, train: Phase) -> Shape:
     )
     for stmt in body:
         for node in ix.subtree(stmt, (cst.Break, cst.Continue, cst.Return)):
+            if ix.function_of(node) is not ix.function_of(epoch):
+                continue  # ends a function defined in the loop
             if not any(ix.inside(lp, epoch.body) for lp in ix.loops_around(node)):
                 if _stops_after_epoch(ix, epoch, node) and stmt in rest:
                     shape.epoch_stop = ix.statement(node)

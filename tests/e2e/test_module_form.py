@@ -81,6 +81,12 @@ FITTING = {
         FIXTURES / "module" / "amp_accumulation" / "input.py", ("--epochs", "2"),
         re.compile(r"epoch \d+ batch \d+ loss [\d.]+ lr [\d.]+|epoch \d+ val_loss [\d.]+ correct \d+/\d+"),
     ),
+    # issue #6: a per-step LambdaLR warm-up whose lambda alone reads the function-local `args`,
+    # comprehension / generator expression in the step reading function locals
+    "lambda_locals": (
+        FIXTURES / "module" / "lambda_locals" / "input.py", ("--epochs", "1"),
+        re.compile(r"epoch \d+ mean loss [\d.]+ lr [\d.]+|done"),
+    ),
     "helper_functions": (
         FIXTURES / "module" / "helper_functions" / "input.py", ("--epochs", "2"),
         re.compile(r"Train Epoch: \d+ \[\d+/\d+\]\tLoss: [\d.]+|Test set: Average loss: [\d.]+, Accuracy: \d+/\d+"),

@@ -318,3 +318,68 @@ def test_accumulation_needs_the_loss_divided_by_k() -> None:
     result = migrate_source(src, "train.py", Options(target="runtime", form="module"))
     (note,) = [f for f in result.findings if f.code == "MIG503"]
     assert "the loss is not divided by `K`" in note.message
+
+
+_LOCALS_LOOP = """import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+
+def main(scale=2.0):
+    loader = DataLoader(TensorDataset(torch.randn(8, 4), torch.randn(8, 1)), batch_size=4)
+    model = nn.Linear(4, 1)
+{before}
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for epoch in range(2):
+        for x, y in loader:
+            optimizer.zero_grad()
+{body}
+            loss = ((model(x) - y) ** 2).mean()
+            loss.backward()
+            optimizer.step()
+"""
+
+
+@pytest.mark.parametrize(("before", "body", "present", "absent"), [
+    # a lambda parameter shadows the function local of the same name
+    ("    k = 3", "            x = (lambda k: k * x)(2) + k", "(lambda k: k * x)(2) + self.k", "self.k * x"),
+    # comprehension variables shadow; the first iterable is read in the step
+    ("    k = [1.0]", "            x = x * sum(k for k in k)", "sum(k for k in self.k)", "for self.k"),
+])
+def test_names_read_in_nested_scopes_are_captured_and_shadowing_kept(before: str, body: str, present: str,
+                                                                      absent: str) -> None:
+    src = _LOCALS_LOOP.format(before=before, body=body)
+    for target in TARGETS:
+        result = migrate_source(src, "m.py", Options(target=target, form="module"))
+        assert "MIG501" in {f.code for f in result.findings}, (target, result.findings)
+        flat = " ".join(result.output.split())
+        assert present in flat and absent not in flat, result.output
+
+
+@pytest.mark.parametrize(("before", "body", "words"), [
+    # a nested function in the function holding the loop (MIG502, checked before any renaming)
+    ("    k = 3", "            def f(v, k=1):\n                return v * scale * k\n            x = f(x)",
+     "a nested function in the function holding the loop"),
+    ("", "            class Box:\n                value = scale", "the class `Box` is defined in code that moves"),
+])
+def test_nested_scopes_that_cannot_move_fall_back(before: str, body: str, words: str) -> None:
+    src = _LOCALS_LOOP.format(before=before, body=body)
+    for target in TARGETS:
+        result = migrate_source(src, "m.py", Options(target=target, form="module"))
+        found = [f for f in result.findings if f.code in ("MIG502", "MIG503")]
+        assert found and words in found[0].message, (target, result.findings)
+
+
+def test_scheduler_lambda_reading_a_value_the_loop_rebinds_falls_back() -> None:
+    src = _LOCALS_LOOP.format(
+        before="    warm = 2\n    sched = torch.optim.lr_scheduler.LambdaLR(torch.optim.SGD(model.parameters()), lambda s: s / warm)",
+        body="            warm = x.sum()",
+    ).replace("    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n", "")
+    src = src.replace("    sched = torch.optim.lr_scheduler.LambdaLR(torch.optim.SGD(model.parameters()), lambda s: s / warm)",
+                      "    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n"
+                      "    sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: s / warm)")
+    src = src.replace("            optimizer.step()\n", "            optimizer.step()\n            sched.step()\n")
+    for target in TARGETS:
+        result = migrate_source(src, "m.py", Options(target=target, form="module"))
+        found = [f for f in result.findings if f.code == "MIG505"]
+        assert found and "reads `warm`, which the training loop re-binds" in found[0].message, (target, result.findings)
