@@ -245,6 +245,7 @@ def _visit_in_place(node, visitor):
     if not read_only:
         return _LIBCST_VISIT(node, visitor)
     if visitor.on_visit(node):
+        skip = type(visitor) is _ScopeVisitor  # formatting-only subtrees hold no names
         key = (type(visitor), type(node))
         hooks = _ATTRIBUTE_HOOKS.get(key)
         if hooks is None:
@@ -256,8 +257,9 @@ def _visit_in_place(node, visitor):
             kind = type(value)
             if kind is tuple or kind is list:
                 for item in value:
-                    item.visit(visitor)
-            elif kind not in _EMPTY:
+                    if not (skip and _is_trivia(type(item))):
+                        item.visit(visitor)
+            elif kind not in _EMPTY and not (skip and _is_trivia(kind)):
                 value.visit(visitor)
             if hooks:
                 visitor.on_leave_attribute(node, name)
@@ -266,6 +268,24 @@ def _visit_in_place(node, visitor):
 
 
 _READ_ONLY: dict[type, bool] = {}
+# Whitespace, comments, brackets, commas and operators: their subtrees hold nothing but more
+# of the same, so no name is bound or read there and ScopeVisitor has no hook for them; it
+# skips them (their nodes get no scope entry, which nothing asks for). Half of all nodes.
+_TRIVIA_TYPES = (
+    cst.SimpleWhitespace, cst.ParenthesizedWhitespace, cst.TrailingWhitespace, cst.Newline,
+    cst.EmptyLine, cst.Comment, cst.Comma, cst.Dot, cst.Colon, cst.Semicolon, cst.AssignEqual,
+    cst.LeftParen, cst.RightParen, cst.LeftSquareBracket, cst.RightSquareBracket,
+    cst.LeftCurlyBrace, cst.RightCurlyBrace, cst.BaseBinaryOp, cst.BaseBooleanOp,
+    cst.BaseCompOp, cst.BaseUnaryOp, cst.BaseAugOp,
+)
+_TRIVIA: dict[type, bool] = {}
+
+
+def _is_trivia(kind: type) -> bool:
+    found = _TRIVIA.get(kind)
+    if found is None:
+        found = _TRIVIA[kind] = issubclass(kind, _TRIVIA_TYPES)
+    return found
 _ATTRIBUTE_HOOKS: dict[tuple[type, type], bool] = {}
 
 
