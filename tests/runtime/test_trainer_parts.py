@@ -118,6 +118,25 @@ def test_tensorboard_missing_leaves_a_one_line_note(tmp_path, monkeypatch, capsy
     assert err.count("\n") == 1 and "pip install tensorboard" in err
 
 
+def test_tensorboard_logger_writes_the_logged_scalars(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    made = loggers.default_loggers(tmp_path / "probe")
+    assert [type(lg).__name__ for lg in made] == ["CSVLogger", "TensorBoardLogger"]
+    train, val = loaders()
+    trainer = Trainer(max_epochs=2, default_root_dir=tmp_path, enable_checkpointing=False,
+                      enable_progress_bar=False)
+    trainer.fit(Regression(), train, val)
+    runs = sorted((tmp_path / "tensorboard").glob("version_*"))
+    assert [r.name for r in runs] == ["version_0"]
+    events = EventAccumulator(str(runs[0]))
+    events.Reload()
+    val_loss = [e.value for e in events.Scalars("val_loss")]
+    with open(tmp_path / "logs" / "version_0" / "metrics.csv") as f:
+        csv_val = [float(r["val_loss"]) for r in csv.DictReader(f) if r.get("val_loss")]
+    assert len(val_loss) == 2 and val_loss == pytest.approx(csv_val, rel=1e-6)
+
+
 class _TTY(io.StringIO):
     def isatty(self) -> bool:
         return True
