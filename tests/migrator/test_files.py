@@ -6,6 +6,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -133,13 +134,17 @@ def test_empty_and_torchless_files_are_skipped():
 
 
 def test_unreadable_file(tmp_path):
+    from robustness._cli import unprivileged  # tests/robustness: drops root's DAC override
+
     p = tmp_path / "secret.py"
     p.write_text(TORCH)
     p.chmod(0)
-    if os.access(p, os.R_OK):
-        pytest.skip("running as root: permissions are not enforced")
-    with pytest.raises(InputError, match="cannot read"):
-        read_bytes(p)
+    code = ("import sys\nfrom pathlib import Path\nfrom migrator.fileio import InputError, read_bytes\n"
+            "try:\n    read_bytes(Path(sys.argv[1]))\nexcept InputError as exc:\n    print(exc)\n")
+    proc = subprocess.run(unprivileged([sys.executable, "-c", code, str(p)]), capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "cannot read" in proc.stdout
 
 
 def test_write_atomic_keeps_mode_encoding_and_symlink(tmp_path):
