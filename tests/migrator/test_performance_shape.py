@@ -76,18 +76,26 @@ def test_file_without_anchors_runs_no_rule_and_no_parse(monkeypatch):
     assert parses == [] and resolves == []
 
 
-def test_single_file_check_imports_no_codemod_pool_or_torch(tmp_path):
-    script = tmp_path / "train.py"
-    script.write_text(TRAIN)
+def _check_in_fresh_process(script, loaded: str) -> tuple[int, list[str]]:
+    """``migrate --check -q script`` in a new interpreter: (exit code, the modules it loaded
+    for which the expression ``loaded`` (over ``m``, a module name) is true)."""
     probe = (
         "import sys, json\n"
         "from migrator.cli import main\n"
         f"code = main(['--check', '-q', {str(script)!r}])\n"
-        "print(json.dumps([code, sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('torch', 'black', 'jinja2') or m.startswith(('libcst.codemod', 'concurrent')))]))\n"
+        f"print(json.dumps([code, sorted(m for m in sys.modules if {loaded})]))\n"
     )
     done = run_cmd([sys.executable, "-c", probe], timeout=300, cwd=ROOT)
     code, heavy = json.loads(done.stdout.strip().splitlines()[-1])
+    return code, heavy
+
+
+def test_single_file_check_imports_no_codemod_pool_or_torch(tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(TRAIN)
+    code, heavy = _check_in_fresh_process(
+        script, "m.split('.')[0] in ('torch', 'black', 'jinja2') "
+                "or m.startswith(('libcst.codemod', 'concurrent'))")
     assert code == 1  # the training script has findings
     assert heavy == []
 
@@ -95,15 +103,8 @@ def test_single_file_check_imports_no_codemod_pool_or_torch(tmp_path):
 def test_single_file_check_without_anchors_loads_no_libcst_rules_or_pathspec(tmp_path):
     script = tmp_path / "tensors.py"
     script.write_text("import torch\n\nx = torch.zeros(3) + 1\n")
-    probe = (
-        "import sys, json\n"
-        "from migrator.cli import main\n"
-        f"code = main(['--check', '-q', {str(script)!r}])\n"
-        "print(json.dumps([code, sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('libcst', 'pathspec', 'torch') or m.startswith('migrator.rules'))]))\n"
-    )
-    done = run_cmd([sys.executable, "-c", probe], timeout=300, cwd=ROOT)
-    code, heavy = json.loads(done.stdout.strip().splitlines()[-1])
+    code, heavy = _check_in_fresh_process(
+        script, "m.split('.')[0] in ('libcst', 'pathspec', 'torch') or m.startswith('migrator.rules')")
     assert code == 0
     assert heavy == []
 
