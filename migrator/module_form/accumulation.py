@@ -163,7 +163,8 @@ def _batches(facts: Facts, loader: cst.BaseExpression) -> tuple[int | None, str]
 
 
 def _follow(ix, expr):
-    """The value of a name bound by exactly one plain assignment in the file (else the expression)."""
+    """``expr`` itself unless it is a name; a name's value when exactly one plain assignment
+    in the file binds it (and nothing else stores it), else None."""
     if not isinstance(expr, cst.Name):
         return expr
     stores = [n for n in ix.subtree(ix.module, cst.Name) if n.value == expr.value

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from types import SimpleNamespace
 
 import libcst as cst
 
@@ -91,19 +90,18 @@ def strip_amp(facts: Facts) -> tuple[cst.Module, str | None]:
 
 def _precision(facts: Facts, call: cst.Call) -> str:
     """The Trainer's precision for one autocast call (MIG205's choice, plus ``enabled=<expr>``)."""
-    from migrator.rules.precision_amp import AmpRule
+    from migrator.rules.precision_amp import autocast_precision, enabled_on_cuda_only
 
     ix = facts.ix
-    ctx = SimpleNamespace(ix=ix, facts=facts)
     enabled = find_arg(call, 99, "enabled")
     text = ix.code(enabled.value) if enabled is not None else "True"
     if text == "False":
         return _PLAIN
-    if text == "True" or AmpRule._cuda_only(ctx, enabled.value):
+    if text == "True" or enabled_on_cuda_only(ix, facts, enabled.value):
         always = call
     else:
         always = call.with_changes(args=[a for a in call.args if a is not enabled])
-    mixed, _ = AmpRule()._precision(ctx, always)
+    mixed, _ = autocast_precision(ix, facts, always)
     if always is call:
         return mixed
     cond = text if isinstance(enabled.value, (cst.Name, cst.Attribute)) else f"({text})"

@@ -44,7 +44,7 @@ class AmpRule(Rule):
             amp = [c for c in calls if ctx.ix.call_qname(c) in N.AUTOCAST]
             if not amp or len(w.items) != 1:
                 continue
-            precision, note = self._precision(ctx, amp[0])
+            precision, note = autocast_precision(ctx.ix, ctx.facts, amp[0])
             change = ctx.finding(self.code, w, f"remove autocast: the wrapper's precision applies it{note}")
             change.unwrap(w)
             if precision is not None:
@@ -55,43 +55,6 @@ class AmpRule(Rule):
             last = self._scaler(ctx, b, assign, dead) or last
         if last is not None:
             self._drop_imports(ctx, last, dead)
-
-    def _precision(self, ctx, call: cst.Call) -> tuple[str | None, str]:
-        q = ctx.ix.call_qname(call)
-        enabled = find_arg(call, 99, "enabled")
-        if enabled is not None and ctx.ix.code(enabled.value) == "False":
-            return None, ""
-        if enabled is not None and ctx.ix.code(enabled.value) != "True" and not self._cuda_only(ctx, enabled.value):
-            switch = ctx.ix.code(enabled.value)
-            return None, f"; it was switched by {switch}: launch with --precision 16-mixed when that is on"
-        dtype_arg = find_arg(call, 99, "dtype")
-        dtype = ctx.ix.imported_qname(dtype_arg.value) if dtype_arg is not None else None
-        dev_arg = find_arg(call, 0, "device_type") if N.AUTOCAST[q] is None else None
-        device = N.AUTOCAST[q] or (
-            dev_arg.value.evaluated_value
-            if dev_arg is not None and isinstance(dev_arg.value, cst.SimpleString)
-            else "cuda"
-        )
-        if dtype == "torch.bfloat16" or (dtype is None and device == "cpu"):
-            mixed = "bf16-mixed"
-        else:
-            mixed = "16-mixed"
-        if device == "cpu":
-            return f'"{mixed}"', f" ({mixed})"
-        return f'"{mixed}" if torch.cuda.is_available() else "32-true"', f" ({mixed} on CUDA)"
-
-    @staticmethod
-    def _cuda_only(ctx, expr) -> bool:
-        """``enabled=use_amp`` where ``use_amp = device.type == "cuda"`` (or is_available())."""
-        from migrator.analysis.flow import binding_of
-
-        if not isinstance(expr, cst.Name):
-            return False
-        assigns = ctx.facts.assignments_of(binding_of(ctx.ix, expr))
-        if len(assigns) != 1:
-            return False
-        text = ctx.ix.code(assigns[0].value)
-        return text.replace("'", '"').endswith('.type == "cuda"') or text == "torch.cuda.is_available()"
 
     def _scaler(self, ctx, binding, assign: cst.Assign, dead: list):
         ix = ctx.ix
@@ -149,3 +112,41 @@ class AmpRule(Rule):
                 if all(any(ix.inside(r, d) for d in dead) for r in refs):
                     change.drop_import(alias)
 
+
+def autocast_precision(ix, facts, call: cst.Call) -> tuple[str | None, str]:
+    """The precision MIG205 records for one autocast call (None: keep 32-true) and a note."""
+    q = ix.call_qname(call)
+    enabled = find_arg(call, 99, "enabled")
+    if enabled is not None and ix.code(enabled.value) == "False":
+        return None, ""
+    if enabled is not None and ix.code(enabled.value) != "True" and not enabled_on_cuda_only(ix, facts, enabled.value):
+        switch = ix.code(enabled.value)
+        return None, f"; it was switched by {switch}: launch with --precision 16-mixed when that is on"
+    dtype_arg = find_arg(call, 99, "dtype")
+    dtype = ix.imported_qname(dtype_arg.value) if dtype_arg is not None else None
+    dev_arg = find_arg(call, 0, "device_type") if N.AUTOCAST[q] is None else None
+    device = N.AUTOCAST[q] or (
+        dev_arg.value.evaluated_value
+        if dev_arg is not None and isinstance(dev_arg.value, cst.SimpleString)
+        else "cuda"
+    )
+    if dtype == "torch.bfloat16" or (dtype is None and device == "cpu"):
+        mixed = "bf16-mixed"
+    else:
+        mixed = "16-mixed"
+    if device == "cpu":
+        return f'"{mixed}"', f" ({mixed})"
+    return f'"{mixed}" if torch.cuda.is_available() else "32-true"', f" ({mixed} on CUDA)"
+
+
+def enabled_on_cuda_only(ix, facts, expr) -> bool:
+    """``enabled=use_amp`` where ``use_amp = device.type == "cuda"`` (or is_available())."""
+    from migrator.analysis.flow import binding_of
+
+    if not isinstance(expr, cst.Name):
+        return False
+    assigns = facts.assignments_of(binding_of(ix, expr))
+    if len(assigns) != 1:
+        return False
+    text = ix.code(assigns[0].value)
+    return text.replace("'", '"').endswith('.type == "cuda"') or text == "torch.cuda.is_available()"
