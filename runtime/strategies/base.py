@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import datetime
+import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager as ContextManager
 from typing import Any
@@ -19,9 +20,26 @@ from runtime.precision import Precision
 _OPS = {"sum": "SUM", "max": "MAX", "min": "MIN", "prod": "PRODUCT", "mean": "SUM"}
 
 
+_EXIT_WAIT_S = 10.0
+
+
 def _destroy_process_group() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    """Tear the default group down at exit, then wait (bounded) until every rank has done so:
+    a rank that exits while a peer is still tearing its gloo pairs down can make that peer
+    abort ("terminate called without an active exception") after all its work was done."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    store, world = None, dist.get_world_size()
+    with contextlib.suppress(Exception):
+        store = dist.distributed_c10d._get_default_store()
+    dist.destroy_process_group()
+    if store is None or world < 2:
+        return
+    with contextlib.suppress(Exception):  # a peer that died or left: nothing left to wait for
+        store.add("torch_migrate/exited", 1)
+        deadline = time.monotonic() + _EXIT_WAIT_S
+        while store.add("torch_migrate/exited", 0) < world and time.monotonic() < deadline:
+            time.sleep(0.01)
 
 
 class Strategy:
