@@ -96,7 +96,8 @@ def _migrate(cand: Candidate, decoded: Decoded, job: Job) -> Outcome:
     supp = suppressions.parse(text)
     if supp.skip_file:
         return Outcome(cand.display, Status.SKIPPED, reason="'# migrate: skip-file' comment")
-    result = _without_gc(migrate_source, text, cand.display, job.options)
+    rewrite = job.write or job.diff or job.keep_output or bool(job.out_paths)
+    result = _without_gc(migrate_source, text, cand.display, job.options, rewrite=rewrite)
     if result.status is Status.FAILED:
         if result.internal_error:
             reason = result.reason or "the pipeline failed"
@@ -115,7 +116,7 @@ def _migrate(cand: Candidate, decoded: Decoded, job: Job) -> Outcome:
         if job.options.wants("MIG004")
     ]
     output = result.output
-    changed = output != text
+    changed = result.changed if not rewrite else output != text
     outcome = Outcome(
         cand.display,
         Status.CHANGED if changed else Status.UNCHANGED,
@@ -147,7 +148,7 @@ def _migrate(cand: Candidate, decoded: Decoded, job: Job) -> Outcome:
     return outcome
 
 
-def _without_gc(func: Callable, *args: object):
+def _without_gc(func: Callable, *args: object, **kwargs: object):
     """Call ``func`` with the cyclic GC paused.
 
     libcst builds hundreds of thousands of small objects per file; each young-generation
@@ -159,7 +160,7 @@ def _without_gc(func: Callable, *args: object):
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return func(*args)
+        return func(*args, **kwargs)
     finally:
         if was_enabled:
             gc.enable()

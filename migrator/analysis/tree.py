@@ -9,16 +9,41 @@ from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 
 import libcst as cst
+from libcst._nodes.base import CSTNode
 from libcst._nodes.internal import CodegenState
 from libcst.metadata import ExpressionContext, ExpressionContextProvider, ScopeProvider
 from libcst.metadata.scope_provider import _ASSIGNMENT_LIKE_NODES, ScopeVisitor
+
+# --- parse -----------------------------------------------------------------------------------
+_VALIDATE = CSTNode.__post_init__
+
+
+def parse_module(source: str) -> cst.Module:
+    """``cst.parse_module(source)`` without validating every node the parser builds.
+
+    Each node's constructor runs ``CSTNode.__post_init__`` -> ``_validate()`` (checks such as
+    "parentheses balance", "a keyword needs whitespace after it"), which the parser's own
+    output passes by construction; it is ~15% of parsing (libcst's own comment there calls it
+    a PERF candidate). Nodes built anywhere else, the rules' edits included, are validated
+    as usual: the hook is swapped only for the duration of this call (one thread per
+    process runs the migrator).
+    """
+    CSTNode.__post_init__ = _no_validation
+    try:
+        return cst.parse_module(source)
+    finally:
+        CSTNode.__post_init__ = _VALIDATE
+
+
+def _no_validation(self: cst.CSTNode) -> None:
+    pass
+
 
 # --- pre-order walk --------------------------------------------------------------------------
 # libcst's visitors rebuild every node they enter (``_visit_and_replace_children``), so a
 # read-only visit costs about a parse. The walk below reads the child fields directly, in the
 # order libcst visits them: that order is learnt per node type from libcst itself, by letting
 # a recording visitor see one node's fields (``on_visit_attribute``) without descending.
-_FIELDS: dict[type, tuple[tuple[str, ...], tuple[str, ...]]] = {}  # (visited, other fields)
 
 
 class _FieldRecorder(cst.CSTVisitor):
@@ -63,18 +88,48 @@ def _may_hold_nodes(annotation: object) -> bool:
 
 def _visited(node: cst.CSTNode) -> tuple[str, ...]:
     """The fields libcst visits on ``node``, in order (from the per-type table when it can)."""
+    return _entry(node)[0]
+
+
+def _significant(node: cst.CSTNode) -> tuple[str, ...]:
+    """The visited fields of ``node`` whose annotation admits more than formatting nodes."""
+    return _entry(node)[1]
+
+
+def _entry(node: cst.CSTNode) -> tuple[tuple[str, ...], tuple[str, ...]]:
     entry = _FIELDS.get(type(node))
     if entry is None:
         fields = _visited_fields(node)
         other = tuple(
             f.name for f in dataclasses.fields(node) if f.name not in fields and _may_hold_nodes(f.type)
         )
-        entry = _FIELDS[type(node)] = (fields, other)
+        entry = _FIELDS[type(node)] = (_with_significant(node, fields), other)
     fields, other = entry
     for name in other:  # a field some types visit only for some values (f-string format_spec)
         if _holds_nodes(getattr(node, name)):
-            return _visited_fields(node)
+            return _with_significant(node, _visited_fields(node))
     return fields
+
+
+def _with_significant(node: cst.CSTNode, fields: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    types = {f.name: f.type for f in dataclasses.fields(node)}
+    return fields, tuple(name for name in fields if not _only_trivia(types[name]))
+
+
+def _only_trivia(annotation: object) -> bool:
+    """True for annotations that admit formatting nodes (``_TRIVIA_TYPES``) and no others:
+    ``BaseParenthesizableWhitespace``, ``Sequence[LeftParen]``, ``Union[Comma, MaybeSentinel]``."""
+    if isinstance(annotation, type):
+        return annotation in (type(None), cst.MaybeSentinel) or issubclass(annotation, _TRIVIA_TYPES)
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return True
+    if origin is None:
+        return False  # not understood here: entered
+    return all(_only_trivia(arg) for arg in typing.get_args(annotation))
+
+
+_FIELDS: dict[type, tuple[tuple[tuple[str, ...], tuple[str, ...]], tuple[str, ...]]] = {}
 
 
 # A visited field holds a node, a sequence of nodes, None or MaybeSentinel.DEFAULT: tested by
@@ -83,13 +138,14 @@ _EMPTY = (type(None), cst.MaybeSentinel)
 
 
 def _children(node: cst.CSTNode) -> list[cst.CSTNode]:
+    """``node``'s children in visiting order, formatting-only ones (``_is_trivia``) left out."""
     out: list[cst.CSTNode] = []
-    for name in _visited(node):
+    for name in _significant(node):
         value = getattr(node, name)
         kind = type(value)
         if kind is tuple or kind is list:
-            out.extend(value)
-        elif kind not in _EMPTY:
+            out.extend([v for v in value if not _TRIVIA[type(v)]])
+        elif kind not in _EMPTY and not _TRIVIA[kind]:
             out.append(value)
     return out
 
@@ -97,7 +153,12 @@ def _children(node: cst.CSTNode) -> list[cst.CSTNode]:
 def preorder(module: cst.Module):
     """One walk over the fields: every node's parent, keyed in libcst's visiting (pre-)order
     (``module`` is no key); the pre-order rank of the last node of each subtree (a subtree is
-    one rank interval); and each ``Name``'s expression context (see ``name_contexts``)."""
+    one rank interval); and each ``Name``'s expression context (see ``name_contexts``).
+
+    Formatting-only subtrees (whitespace, comments, brackets, commas, operators: about two
+    thirds of all nodes) are not entered: they hold no name, call or statement, no fact is
+    built from them and no edit is keyed by them, so they get no parent and no rank.
+    """
     parent: dict[cst.CSTNode, cst.CSTNode] = {}
     contexts: dict[cst.CSTNode, ExpressionContext] = {}
     stack: list = [(module, None, _LOAD)]
@@ -272,20 +333,28 @@ _READ_ONLY: dict[type, bool] = {}
 # of the same, so no name is bound or read there and ScopeVisitor has no hook for them; it
 # skips them (their nodes get no scope entry, which nothing asks for). Half of all nodes.
 _TRIVIA_TYPES = (
-    cst.SimpleWhitespace, cst.ParenthesizedWhitespace, cst.TrailingWhitespace, cst.Newline,
+    cst.BaseParenthesizableWhitespace, cst.TrailingWhitespace, cst.Newline,
     cst.EmptyLine, cst.Comment, cst.Comma, cst.Dot, cst.Colon, cst.Semicolon, cst.AssignEqual,
     cst.LeftParen, cst.RightParen, cst.LeftSquareBracket, cst.RightSquareBracket,
     cst.LeftCurlyBrace, cst.RightCurlyBrace, cst.BaseBinaryOp, cst.BaseBooleanOp,
     cst.BaseCompOp, cst.BaseUnaryOp, cst.BaseAugOp,
 )
-_TRIVIA: dict[type, bool] = {}
+
+
+class _TriviaTable(dict):
+    """node type -> whether it is formatting only; ``_TRIVIA[kind]`` works out a type once."""
+
+    def __missing__(self, kind: type) -> bool:
+        found = self[kind] = issubclass(kind, _TRIVIA_TYPES)
+        return found
+
+
+_TRIVIA = _TriviaTable()
 
 
 def _is_trivia(kind: type) -> bool:
-    found = _TRIVIA.get(kind)
-    if found is None:
-        found = _TRIVIA[kind] = issubclass(kind, _TRIVIA_TYPES)
-    return found
+    return _TRIVIA[kind]
+
 _ATTRIBUTE_HOOKS: dict[tuple[type, type], bool] = {}
 
 

@@ -8,7 +8,7 @@ from migrator.cli import main
 from migrator.results import FileResult, Finding, Status
 
 
-def fake_migrate_source(source: str, path: str = "<string>", options=None) -> FileResult:
+def fake_migrate_source(source: str, path: str = "<string>", options=None, *, rewrite: bool = True) -> FileResult:
     """`loss.backward()` -> `rt.backward(loss)` (MIG201); `# HUMAN` -> MIG901; `# BUG` -> crash."""
     try:
         compile(source, path, "exec", dont_inherit=True)

@@ -171,20 +171,27 @@ def _sample_modules() -> list[cst.Module]:
 
 
 def test_preorder_walk_is_libcsts_visiting_order():
-    from migrator.analysis.tree import preorder
+    """Same parents, order and subtree intervals as libcst's own visit, formatting-only
+    subtrees (whitespace, comments, brackets, commas, operators) left out by both."""
+    from migrator.analysis.tree import _is_trivia, preorder
 
     class Recorder(cst.CSTVisitor):
         def __init__(self):
             super().__init__()
-            self.stack, self.parent, self.end = [], {}, {}
+            self.stack, self.parent, self.end, self.skipped = [], {}, {}, 0
 
         def on_visit(self, node):
+            if _is_trivia(type(node)):
+                self.skipped += 1
+                return False
             if self.stack:
                 self.parent[node] = self.stack[-1]
             self.stack.append(node)
             return True
 
         def on_leave(self, original_node):
+            if _is_trivia(type(original_node)):
+                return
             self.stack.pop()
             self.end[original_node] = len(self.parent) - 1
 
@@ -194,6 +201,8 @@ def test_preorder_walk_is_libcsts_visiting_order():
         parent, end, _ = preorder(module)
         assert list(parent.items()) == list(seen.parent.items())
         assert end == seen.end
+        assert seen.skipped > 0 or not module.body  # every statement ends in a newline
+    assert not any(_is_trivia(t) for t in (cst.Name, cst.Call, cst.Attribute, cst.Arg, cst.SimpleString))
 
 
 def test_positions_contexts_and_scopes_match_libcst_providers():
