@@ -111,24 +111,31 @@ def corpus_copy(src: Path, files: list[Path]) -> Path:
     return dest
 
 
-def prefilter_stats(files: list[Path]) -> tuple[int, int, float]:
-    """(files mentioning torch, files some rule's anchors reach, CPU s of the text tests)."""
+def prefilter_stats(files: list[Path]) -> tuple[int, int, int, float]:
+    """(files mentioning torch, files some rule's text anchors reach, files some rule's code
+    anchors reach (what libcst parses), CPU s of both prefilters, reads included)."""
+    from migrator.codefilter import code_rules
+    from migrator.engine import _python_ast
     from migrator.options import Options
     from migrator.prefilter import rules_to_run
 
-    mention = reach = 0
+    mention = reach = parsed = 0
     t0 = time.process_time()
     for f in files:
         text = f.read_text(encoding="utf-8", errors="replace")
         if "torch" in text:
             mention += 1
-            reach += bool(rules_to_run(text, Options()))
-    return mention, reach, time.process_time() - t0
+            codes = rules_to_run(text, Options())
+            reach += bool(codes)
+            tree = _python_ast(text, str(f))[0] if codes else None
+            parsed += tree is not None and bool(code_rules(tree, codes))
+    return mention, reach, parsed, time.process_time() - t0
 
 
-def per_kloc(sizes: list[int], repeat: int) -> list[tuple[int, float, float, float]]:
-    """Per size: CPU ms per 1,000 lines for libcst's parse (GC on, off) and the whole migration
-    (GC off, as the CLI runs it); medians of ``repeat``."""
+def per_kloc(sizes: list[int], repeat: int) -> list[tuple[int, float, float, float, float]]:
+    """Per size: CPU ms per 1,000 lines for libcst's parse (GC on, off), the whole migration
+    (rewrite + verify, as ``--write`` / a diff) and ``--check``'s plan-only run (both GC off, as
+    the CLI runs them); medians of ``repeat``."""
     import libcst
 
     from migrator.engine import migrate_source
@@ -143,6 +150,7 @@ def per_kloc(sizes: list[int], repeat: int) -> list[tuple[int, float, float, flo
             (lambda t=text: libcst.parse_module(t), True),
             (lambda t=text: libcst.parse_module(t), False),
             (lambda t=text: migrate_source(t, "s.py", Options()), False),
+            (lambda t=text: migrate_source(t, "s.py", Options(), rewrite=False), False),
         ):
             times = []
             for _ in range(repeat):
@@ -192,21 +200,24 @@ def main() -> None:
         rows.append(("latency ratio torchfix / migrate (wall)", f"{theirs / ours[0]:.2f}x ({source})"))
 
     kl = per_kloc([int(s) for s in args.sizes.split(",")], args.kloc_repeat)
-    for size, parse_gc, parse_nogc, mig in kl:
-        value = f"migrate {mig:.0f} ms; libcst parse {parse_gc:.0f} ms (GC on), {parse_nogc:.0f} ms (GC off)"
+    for size, parse_gc, parse_nogc, mig, check in kl:
+        value = (
+            f"migrate (write) {mig:.0f} ms, --check {check:.0f} ms; libcst parse {parse_gc:.0f} ms "
+            f"(GC on), {parse_nogc:.0f} ms (GC off)"
+        )
         rows.append((f"per 1,000 lines at {size:,} lines (CPU)", value))
     first, last = kl[0], kl[-1]
     growth = (
-        f"migrate {last[3] / first[3]:.2f}x; parse {last[1] / first[1]:.2f}x (GC on), "
-        f"{last[2] / first[2]:.2f}x (GC off)"
+        f"migrate (write) {last[3] / first[3]:.2f}x, --check {last[4] / first[4]:.2f}x; "
+        f"parse {last[1] / first[1]:.2f}x (GC on), {last[2] / first[2]:.2f}x (GC off)"
     )
     rows.append((f"growth {first[0]:,} -> {last[0]:,} lines", growth))
 
     if not args.skip_corpus:
         src, files = torch_files(args.files)
-        mention, reach, pre_cpu = prefilter_stats(files)
-        value = f"{len(files)} / {mention} / {reach} (text tests {pre_cpu:.1f} s CPU)"
-        rows.append(("corpus: files / mention torch / reach a rule's anchors", value))
+        mention, reach, parsed, pre_cpu = prefilter_stats(files)
+        value = f"{len(files)} / {mention} / {reach} / {parsed} (both prefilters {pre_cpu:.1f} s CPU)"
+        rows.append(("corpus: files / mention torch / reach text anchors / reach code anchors (parsed)", value))
         root = corpus_copy(src, files)
         try:
             wall, cpu, rc = timed([*migrate, "--check", "-q", "-j", str(args.jobs),

@@ -7,6 +7,7 @@ import re
 import typing
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
+from functools import cache
 
 import libcst as cst
 from libcst._nodes.base import CSTNode
@@ -367,12 +368,20 @@ def _has_attribute_hooks(visitor: type, node: type) -> bool:
         or visitor.on_leave_attribute is not cst.CSTVisitor.on_leave_attribute
     ):
         return True
-    prefixes = (f"visit_{node.__name__}_", f"leave_{node.__name__}_")
-    return any(
-        getattr(visitor, name) is not getattr(cst.CSTVisitor, name, None)
-        for name in dir(visitor)
-        if name.startswith(prefixes)
-    )
+    return node.__name__ in _field_hook_owners(visitor)
+
+
+@cache
+def _field_hook_owners(visitor: type) -> frozenset[str]:
+    """Node type names for which ``visitor`` overrides a ``visit_<Node>_<field>`` or
+    ``leave_<Node>_<field>`` method (one ``dir()`` per visitor class: it lists thousands)."""
+    owners = set()
+    for name in dir(visitor):
+        prefix, _, rest = name.partition("_")
+        overridden = prefix in ("visit", "leave") and "_" in rest
+        if overridden and getattr(visitor, name) is not getattr(cst.CSTVisitor, name, None):
+            owners.add(rest.split("_", 1)[0])
+    return frozenset(owners)
 
 
 @contextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import libcst as cst
 
+from migrator.codefilter import WRITE_MODE
 from migrator.rules._util import find_arg as arg
 from migrator.rules.base import Rule
 from migrator.rules.side_effects_common import (
@@ -71,7 +72,6 @@ _WRITERS = {
     "numpy.savez_compressed",
 }
 _WRITER_METHODS = {"savefig", "to_csv", "to_json", "to_parquet"}
-_WRITE_MODES = set("wax")
 
 
 def _open_for_write(ctx, call: cst.Call) -> bool:
@@ -80,7 +80,8 @@ def _open_for_write(ctx, call: cst.Call) -> bool:
     mode = arg(call, 1, "mode")
     if mode is None or not isinstance(mode.value, cst.SimpleString):
         return False
-    return bool(_WRITE_MODES & set(mode.value.evaluated_value))
+    value = mode.value.evaluated_value
+    return isinstance(value, str) and WRITE_MODE.fullmatch(value) is not None
 
 
 class RankZeroWrite(Rule):

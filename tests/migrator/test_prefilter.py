@@ -1,4 +1,4 @@
-"""The text prefilter never skips work a rule would do: same results with and without it."""
+"""The prefilters (text, then code) never skip work a rule would do: same results with and without them."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from migrator import prefilter
+from migrator import codefilter, prefilter
 from migrator.engine import migrate_source
 from migrator.options import Options
 from migrator.results import Status
@@ -32,6 +32,7 @@ def _without_prefilter(monkeypatch, source: str, path: str, options: Options):
     every = frozenset(r.code for r in prefilter.planning_rules() if options.wants(r.code))
     with monkeypatch.context() as m:
         m.setattr(prefilter, "rules_to_run", lambda _src, _opts: every)
+        m.setattr(codefilter, "code_rules", lambda _tree, codes: codes)
         return migrate_source(source, path, options)
 
 
@@ -47,7 +48,7 @@ def _same(monkeypatch, path: Path, options: Options) -> None:
         # no rule has an anchor in is not parsed (as files that never mention torch)
         assert fast.status in (Status.FAILED, Status.UNCHANGED)
         if fast.status is Status.UNCHANGED:
-            assert not prefilter.rules_to_run(source, options)
+            assert fast.reason and "prefilter" in fast.reason
     else:
         assert fast.status is full.status
 
@@ -55,6 +56,12 @@ def _same(monkeypatch, path: Path, options: Options) -> None:
 def test_every_planning_rule_has_anchors():
     missing = [r.code for r in prefilter.planning_rules() if prefilter.anchors_of(r) is None]
     assert missing == [], f"give these rules anchors in migrator/prefilter.py: {missing}"
+
+
+def test_every_planning_rule_has_code_anchors():
+    codes = {r.code for r in prefilter.planning_rules()}
+    assert codes == set(codefilter.CODE_ANCHORS), "code anchors in migrator/codefilter.py: one per planning rule"
+    assert codes == set(prefilter.ANCHORS)
 
 
 def test_every_anchor_regex_compiles_and_names_a_known_rule():
@@ -111,6 +118,12 @@ def test_clean_file_is_not_parsed(monkeypatch):
             "MIG302",
         ),
         ("import torch\nimport os\nos.makedirs('out')\n", "MIG405"),
+        # called under an alias: the code stage knows the import names it
+        ("import torch\nfrom torch import save as keep\nm = torch.nn.Linear(1, 1)\nkeep(m.state_dict(), 'm.pt')\n", "MIG402"),
+        ("from builtins import print as say\nimport torch\nsay(torch.ones(1))\n", "MIG401"),
+        ("import torch\nfrom torch import device as D\ndev = D('cuda')\nx = torch.ones(1).to(dev)\n", "MIG101"),
+        ("import torch\nwith open('log.txt', 'a+') as f:\n    f.write(str(torch.ones(1)))\n", "MIG406"),
+        ("import torch\nimport torchvision\nd = torchvision.datasets.MNIST('d', download=True)\n", "MIG405"),
     ],
 )
 def test_unusual_spellings_still_reach_the_rule(monkeypatch, src, code):
@@ -125,3 +138,36 @@ def test_gap_spans_long_comment_runs():
     src = "import torch\ngpu = 0\ny = (torch.ones(1)." + ("  # " + "#" * 200 + "\n") * 200 + "  to(gpu))\n"
     assert prefilter.rules_to_run(src, Options()) == {"MIG101"}
     assert prefilter.rules_to_run(src.replace("to(gpu)", "too(gpu)"), Options()) == frozenset()
+
+
+@pytest.mark.parametrize(
+    "src",
+    [
+        # anchor words only in a docstring, a comment, a log message or a definition
+        'import torch\n"""Call loss.backward() then torch.save(m, "cuda:0")."""\nx = torch.ones(1)\n',
+        "import torch\n# print(x); torch.save(x, 'x.pt'); x.cuda()\nx = torch.ones(1)\n",
+        "import torch\n\n\nclass F(torch.autograd.Function):\n    @staticmethod\n    def backward(ctx, g):\n        return g\n",
+        "import torch\nwith open('in.txt') as f:\n    data = f.read()\nx = torch.ones(1)\n",
+    ],
+)
+def test_code_stage_skips_anchor_words_outside_code(monkeypatch, src):
+    import libcst
+
+    assert prefilter.rules_to_run(src, Options())  # the text stage cannot tell
+    monkeypatch.setattr(libcst, "parse_module", lambda *_a, **_k: pytest.fail("parsed"))
+    result = migrate_source(src)
+    assert result.status is Status.UNCHANGED and result.reason == "no rule applies (code prefilter)"
+
+
+def test_code_summary_sees_calls_aliases_and_strings_not_docstrings():
+    import ast
+
+    tree = ast.parse(
+        'import torch.nn as nn\nfrom torch import save as keep\n"""print(torch.load(p))"""\n'
+        "def f(device='cuda:1'):\n    keep(nn.Linear(2, 2).cuda(), 'm.pt')\n"
+    )
+    s = codefilter.summarise(tree)
+    assert s.calls("save") and s.calls("keep") and s.calls("cuda") and s.calls("Linear")
+    assert not s.calls("print") and not s.calls("load")
+    assert s.uses("nn", "device", "f") and s.strings == {"cuda:1", "m.pt"}
+    assert codefilter.code_rules(tree, frozenset({"MIG101", "MIG401", "MIG403", "MIG104"})) == {"MIG101", "MIG104"}

@@ -1,0 +1,190 @@
+"""Code prefilter: which rules could fire, decided on CPython's ``ast`` before libcst parses.
+
+The text prefilter (``migrator.prefilter``) looks for anchor words anywhere in the text;
+comments, docstrings, log messages and attribute *definitions* (``def backward(ctx, ...)``)
+all count there. The engine compiles every file with ``ast`` anyway (to tell syntax this
+Python rejects from a migrator bug), and one walk of that tree says which identifiers the
+*code* uses, which it calls, and which string values it holds: about a tenth of a libcst
+parse. A rule whose code anchors are absent provably has nothing to do; a file left with
+no rule is not parsed by libcst at all.
+
+Anchors here say the same as the rules' facts, one level coarser: every fact a rule builds
+on is a call of a qualified name (``torch.save``), an attribute or keyword (``.backward()``,
+``download=True``) or a string value (``"cuda:0"``). A qualified name is called through its
+last identifier (``torch.save(...)``, ``save(...)`` after ``from torch import save``) or
+through an alias whose import names it (``from torch import save as s``), so "called or
+imported" is necessary. ``tests/migrator/test_prefilter.py`` runs the pipeline with and
+without this stage over every fixture and a slice of the torch corpus, and fails for a
+planning rule without code anchors.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+# A device string as the device facts accept it (``^...$`` in analysis.devices also lets a
+# trailing newline through).
+_DEVICE = re.compile(r"(?:cuda|cpu|mps|xpu)(?::\d+)?\n?")
+# An ``open()`` mode that writes; the output rule (MIG406) reads modes with this pattern.
+WRITE_MODE = re.compile(r"[rbt+U]*[wax][rwaxbt+U]*")
+
+
+@dataclass
+class CodeSummary:
+    """What one module's code (not its comments or docstrings) uses."""
+
+    idents: set[str] = field(default_factory=set)  # names, attributes, keywords, imports, defs
+    called: set[str] = field(default_factory=set)  # last identifier of every callee
+    imported: set[str] = field(default_factory=set)  # every dotted part of every import
+    strings: set[str] = field(default_factory=set)  # str constants outside docstrings
+    int_assigned: bool = False  # ``x = 0`` (a device index candidate)
+
+    def calls(self, *names: str) -> bool:
+        """One of ``names`` is called, directly or under an alias its import names."""
+        return any(n in self.called or n in self.imported for n in names)
+
+    def calls_part(self, *parts: str) -> bool:
+        """A called (or imported) identifier contains one of ``parts``."""
+        return any(p in n for n in self.called | self.imported for p in parts)
+
+    def uses(self, *names: str) -> bool:
+        return any(n in self.idents for n in names)
+
+    def uses_part(self, *parts: str) -> bool:
+        return any(p in n for n in self.idents for p in parts)
+
+    def string(self, pattern: re.Pattern[str]) -> bool:
+        return any(pattern.fullmatch(s) for s in self.strings)
+
+    def string_part(self, part: str) -> bool:
+        return any(part in s for s in self.strings)
+
+
+def summarise(tree: ast.AST) -> CodeSummary:
+    """One walk over ``tree`` (a few ms per 1,000 lines)."""
+    out = CodeSummary()
+    idents, called, imported, strings = out.idents, out.called, out.imported, out.strings
+    docstrings: set[int] = set()
+    for node in ast.walk(tree):
+        kind = type(node)
+        if kind is ast.Name:
+            idents.add(node.id)
+        elif kind is ast.Attribute:
+            idents.add(node.attr)
+        elif kind is ast.Call:
+            func = node.func
+            if type(func) is ast.Attribute:
+                called.add(func.attr)
+            elif type(func) is ast.Name:
+                called.add(func.id)
+        elif kind is ast.Constant:
+            if type(node.value) is str and id(node) not in docstrings:
+                strings.add(node.value)
+        elif kind is ast.Expr:
+            if type(node.value) is ast.Constant:  # a docstring or bare string: no effect
+                docstrings.add(id(node.value))
+        elif kind is ast.keyword:
+            if node.arg:
+                idents.add(node.arg)
+        elif kind is ast.alias:
+            imported.update(node.name.split("."))
+            if node.asname:
+                idents.add(node.asname)
+        elif kind is ast.ImportFrom:
+            if node.module:
+                imported.update(node.module.split("."))
+        elif kind is ast.Assign:
+            value = node.value
+            if type(value) is ast.Constant and type(value.value) is int:
+                out.int_assigned = True
+        elif kind in _NAMED:
+            idents.update(_NAMED[kind](node))
+    idents |= imported
+    return out
+
+
+def _name(node) -> tuple[str, ...]:
+    return (node.name,) if node.name else ()
+
+
+_NAMED: dict[type, Callable[[ast.AST], tuple[str, ...]]] = {
+    ast.FunctionDef: _name,
+    ast.AsyncFunctionDef: _name,
+    ast.ClassDef: _name,
+    ast.ExceptHandler: _name,
+    ast.arg: lambda n: (n.arg,),
+    ast.Global: lambda n: tuple(n.names),
+    ast.Nonlocal: lambda n: tuple(n.names),
+    ast.MatchAs: _name,
+    ast.MatchStar: _name,
+}
+
+Anchor = Callable[[CodeSummary], bool]
+
+
+def _moves_to_int_device(s: CodeSummary) -> bool:
+    return s.int_assigned and s.uses("to", "cuda", "device", "set_device")
+
+
+_BACKWARD: Anchor = lambda s: s.calls("backward")  # bare and wrapper backwards
+_LOADER: Anchor = lambda s: s.uses("DataLoader")
+# optimizers (torch.optim.*) or modules updated by hand: ``.parameters()`` and ``.grad``
+_MODELS: Anchor = lambda s: s.uses("optim") or (s.uses("parameters") and s.uses("grad"))
+
+# code -> a predicate: False means the rule provably finds nothing in this code.
+CODE_ANCHORS: dict[str, Anchor] = {
+    # torch.device(...) / current_accelerator() / set_device, device strings, ``x = 0`` used as one
+    "MIG101": lambda s: (
+        s.calls("device", "current_accelerator", "set_device") or s.string(_DEVICE) or _moves_to_int_device(s)
+    ),
+    "MIG102": _MODELS,
+    "MIG103": _LOADER,
+    # .cuda(), set_device, "cuda..." literals, torch.device(<code mentioning cuda>)
+    "MIG104": lambda s: (
+        s.calls("cuda", "set_device") or s.string_part("cuda") or (s.calls("device") and s.uses_part("cuda"))
+    ),
+    # cuda = torch.cuda.is_available() selecting torch.cuda.*Tensor types
+    "MIG105": lambda s: s.calls("is_available") and any(n.endswith("Tensor") for n in s.idents),
+    "MIG202": _MODELS,
+    "MIG203": _MODELS,
+    "MIG204": _BACKWARD,
+    "MIG205": lambda s: s.uses("autocast", "GradScaler"),
+    "MIG206": _BACKWARD,
+    "MIG207": lambda s: s.uses_part("clip_grad_"),
+    "MIG208": lambda s: s.uses("DataParallel"),
+    "MIG209": _MODELS,
+    "MIG210": _MODELS,
+    "MIG211": _MODELS,
+    "MIG301": _LOADER,
+    "MIG302": _LOADER,
+    "MIG303": _BACKWARD,
+    "MIG401": lambda s: s.calls("print"),
+    "MIG402": lambda s: s.calls("save"),
+    "MIG403": lambda s: s.calls("load"),
+    "MIG404": lambda s: s.calls("save"),
+    "MIG405": lambda s: s.uses_part("download") or s.calls("makedirs", "mkdir", "urlretrieve", "load_dataset"),
+    # save_image / savefig / imsave / np.save*, onnx export, df.to_*, open(..., "w")
+    "MIG406": lambda s: (
+        s.calls_part("save")
+        or s.calls("export", "to_csv", "to_json", "to_parquet")
+        or (s.calls("open") and s.string(WRITE_MODE))
+    ),
+    "MIG407": _LOADER,
+    "MIG408": _BACKWARD,
+    "MIG409": lambda s: s.uses("manual_seed"),
+    "MIG901": lambda s: s.uses(
+        "init_process_group", "DistributedDataParallel", "DistributedSampler", "spawn",
+        "start_processes", "FullyShardedDataParallel", "fully_shard", "initialize", "Accelerator",
+    ),
+    "MIG902": lambda s: s.uses("share_memory", "multiprocessing"),
+    "MIG903": lambda s: s.uses("optim"),
+}
+
+
+def code_rules(tree: ast.AST, codes: frozenset[str]) -> frozenset[str]:
+    """The codes among ``codes`` whose code anchors ``tree`` has (unknown codes are kept)."""
+    summary = summarise(tree)
+    return frozenset(c for c in codes if c not in CODE_ANCHORS or CODE_ANCHORS[c](summary))
