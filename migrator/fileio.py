@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import os
 import re
-import tempfile
 import time
 import tokenize
 from dataclasses import dataclass
@@ -128,6 +127,8 @@ def write_atomic(path: Path, text: str, decoded: Decoded) -> None:
     if old is not None and (now.st_mtime_ns, now.st_size) != (old.st_mtime_ns, old.st_size):
         raise InputError("MIG003", "changed on disk while being migrated; not written")
     remove_stale_temps(target)
+    import tempfile  # (with shutil, bz2, lzma, random: only writes pay for it)
+
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -149,6 +150,8 @@ def write_new(path: Path, text: str, encoding: str = "utf-8") -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(path)
+        import tempfile
+
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:
         raise InputError("MIG003", f"cannot write {path}: {_os_reason(exc)}") from None

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import libcst as cst
+import pytest
 from libcst.metadata import MetadataWrapper
 from libcst.metadata.scope_provider import ScopeVisitor
 
@@ -69,6 +70,18 @@ def test_changed_file_parses_output_once_for_verification(monkeypatch):
     assert "QualifiedNameProvider" not in resolves  # names are asked of the scope on demand
 
 
+def test_check_plans_only_and_reports_what_the_rewrite_would(monkeypatch):
+    """``--check`` (``rewrite=False``): one parse, no apply, no verify; same findings and status."""
+    full = migrate_source(TRAIN)
+    parses = _count_parses(monkeypatch)
+    monkeypatch.setattr("migrator.apply.apply_edits", lambda *_a: pytest.fail("applied edits"))
+    monkeypatch.setattr("migrator.verify.verify", lambda *_a: pytest.fail("verified"))
+    check = migrate_source(TRAIN, rewrite=False)
+    assert len(parses) == 1
+    assert check.status is full.status is Status.CHANGED
+    assert check.findings == full.findings and check.output == TRAIN
+
+
 def test_file_without_anchors_runs_no_rule_and_no_parse(monkeypatch):
     resolves, parses = _count_resolves(monkeypatch), _count_parses(monkeypatch)
     result = migrate_source("import torch\n\nx = torch.zeros(3) + 1\n")
@@ -90,11 +103,11 @@ def _check_in_fresh_process(script, loaded: str) -> tuple[int, list[str]]:
     return code, heavy
 
 
-def test_single_file_check_imports_no_codemod_pool_or_torch(tmp_path):
+def test_single_file_check_imports_no_codemod_pool_writer_or_torch(tmp_path):
     script = tmp_path / "train.py"
     script.write_text(TRAIN)
     code, heavy = _check_in_fresh_process(
-        script, "m.split('.')[0] in ('torch', 'black', 'jinja2') "
+        script, "m.split('.')[0] in ('torch', 'black', 'jinja2', 'tempfile') "
                 "or m.startswith(('libcst.codemod', 'concurrent'))")
     assert code == 1  # the training script has findings
     assert heavy == []
@@ -256,3 +269,19 @@ def test_apply_leaves_untouched_subtrees_as_the_same_objects():
     out = apply_edits(module, edits, ix.parent)
     assert out.code == "import torch\n\ndef f(x):\n    return x + 1\n\nrt.print(f(torch.ones(1)))\n"
     assert out.body[0] is module.body[0] and out.body[1] is module.body[1]  # never entered
+
+
+def test_mro_lookup_agrees_with_issubclass_for_every_libcst_node_class():
+    from libcst.metadata.scope_provider import _ASSIGNMENT_LIKE_NODES
+
+    from migrator.analysis.tree import _TRIVIA_TYPES, _inherits
+
+    def subclasses(kind):
+        for sub in kind.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+
+    classes = set(subclasses(cst.CSTNode))
+    assert len(classes) > 200
+    for bases in (_TRIVIA_TYPES, _ASSIGNMENT_LIKE_NODES):
+        assert {c for c in classes if _inherits(c, bases)} == {c for c in classes if issubclass(c, bases)}
