@@ -1,13 +1,15 @@
 """Migrator speed: corpus throughput, single-file latency, time per kloc; TorchFix side by side.
 
 Usage: python benchmarks/migrator_speed.py [--files N] [--jobs 2] [--repeat 5] [--kloc-repeat 3]
-       [--sizes 1000,3000,10000,30000] [--skip-corpus]
+       [--sizes 1000,3000,10000,30000] [--skip-corpus] [--torchfix PATH]
 
-Shared machines are noisy: every number is a median of repeated runs, and CPU time
+The migrator's modules are byte-compiled first, as an installed package's are. Shared
+machines are noisy: every number is a median of repeated runs, and CPU time
 (user+sys, children included) is printed next to wall time. TorchFix runs side by side when
 a ``torchfix`` executable is on PATH; otherwise the ratios use the baseline measured in the
 issue (TorchFix 0.7: 600-700 s for the 2,285 torch files with 2 processes, ~510 ms for one
-file) and say so. Results go to stdout as a markdown table (docs/performance.md).
+file) and say so (TorchFix 0.7 pins libcst 1.5: install it in its own venv and pass
+``--torchfix /path/to/venv/bin/torchfix``). Results go to stdout as a markdown table (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -174,9 +176,20 @@ def main() -> None:
     ap.add_argument("--sizes", default="1000,3000,10000,30000")
     ap.add_argument("--repeat", type=int, default=5, help="latency runs (median)")
     ap.add_argument("--kloc-repeat", type=int, default=3, help="runs per size (median)")
+    ap.add_argument(
+        "--torchfix", default=shutil.which("torchfix"),
+        help="TorchFix executable to run side by side (default: torchfix on PATH). TorchFix 0.7 "
+        "pins libcst 1.5, so give it its own venv: python -m venv /tmp/tf && /tmp/tf/bin/pip "
+        "install torchfix, then --torchfix /tmp/tf/bin/torchfix",
+    )
     args = ap.parse_args()
     migrate = [sys.executable, "-m", "migrator.cli"]
-    torchfix = shutil.which("torchfix")
+    # Byte-compile the migrator as pip does when it installs a package (the pre-commit hook's
+    # environment included): with PYTHONDONTWRITEBYTECODE set and an editable install, every
+    # run would otherwise compile its ~50 modules from source (~50 ms per invocation).
+    package = Path(__file__).resolve().parents[1] / "migrator"
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(package)], check=True)
+    torchfix = args.torchfix
     source = "measured side by side" if torchfix else "not installed: issue baseline"
     rows: list[tuple[str, str]] = []
 

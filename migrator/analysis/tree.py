@@ -6,7 +6,7 @@ import dataclasses
 import re
 import typing
 from collections.abc import Iterable, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from functools import cache
 
 import libcst as cst
@@ -425,24 +425,36 @@ class _StartsState(CodegenState):
         if node in self.wanted:
             self.inclusive[node] = len(self.tokens)
 
-    @contextmanager
     def record_syntactic_position(self, node, *, start_node=None, end_node=None):
+        # Called around most nodes' code: a shared do-nothing context for the unwanted ones
+        # instead of a generator-based context manager per node.
         if node not in self.wanted:
-            yield
-            return
-        start = len(self.tokens)
-        if start_node is not None:
-            self.wanted.add(start_node)
-        try:
-            yield
-        finally:
-            self.syntactic[node] = start if start_node is None else start_node
+            return _NOTHING
+        return _SyntacticStart(self, node, start_node)
 
     def token_index(self, node: cst.CSTNode) -> int:
         start = self.syntactic.get(node)
         if start is None:
             return self.inclusive[node]
         return start if isinstance(start, int) else self.token_index(start)
+
+
+_NOTHING = nullcontext()
+
+
+class _SyntacticStart:
+    """Notes where a wanted node's own code starts (or the node it hoists its start from)."""
+
+    def __init__(self, state: _StartsState, node: cst.CSTNode, start_node: cst.CSTNode | None) -> None:
+        self.state, self.node, self.start_node = state, node, start_node
+
+    def __enter__(self) -> None:
+        self.start = len(self.state.tokens)
+        if self.start_node is not None:
+            self.state.wanted.add(self.start_node)
+
+    def __exit__(self, *exc: object) -> None:
+        self.state.syntactic[self.node] = self.start if self.start_node is None else self.start_node
 
 
 def start_positions(module: cst.Module, nodes: Iterable[cst.CSTNode]) -> dict[cst.CSTNode, tuple[int, int]]:
