@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 import click
@@ -123,26 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     return result if isinstance(result, int) else 0
 
 
-def entry() -> None:
-    """The ``migrate`` console script: ``main()``, then exit without tearing the interpreter down.
-
-    Freeing libcst's ~400 node classes, every module and the last file's tree at interpreter
-    exit is ~15-20 ms of a single-file ``--check`` (docs/performance.md). A migration has
-    nothing left to clean up once its output is flushed: files are written atomically and
-    closed, and the worker pool is shut down. ``migrate run`` exits normally (the launcher's
-    libraries clean up at exit).
-    """
-    args = sys.argv[1:]
-    code = main(args)
-    if args[:1] == ["run"]:
-        sys.exit(code)
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # a closed pipe (``migrate ... | head``): nothing to save
-            pass
-    os._exit(code)
-
-
 if __name__ == "__main__":
+    from migrator.console import entry
+
     entry()
