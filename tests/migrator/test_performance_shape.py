@@ -285,3 +285,16 @@ def test_mro_lookup_agrees_with_issubclass_for_every_libcst_node_class():
     assert len(classes) > 200
     for bases in (_TRIVIA_TYPES, _ASSIGNMENT_LIKE_NODES):
         assert {c for c in classes if _inherits(c, bases)} == {c for c in classes if issubclass(c, bases)}
+
+
+def test_console_script_flushes_everything_before_its_fast_exit(tmp_path):
+    """``migrator.console.entry`` ends with ``os._exit``: every finding line, the summary and
+    the exit status must still come out, also when the output is larger than a pipe buffer."""
+    for i in range(40):
+        (tmp_path / f"train_{i}.py").write_text(TRAIN)
+    probe = "from migrator.console import entry; entry()"
+    done = run_cmd([sys.executable, "-c", probe, "--check", "-j", "1", str(tmp_path)], timeout=300, cwd=ROOT)
+    assert done.returncode == 1
+    lines = done.stdout.splitlines()
+    assert len(lines) == 40 * len(migrate_source(TRAIN).findings) and len(done.stdout) > 65536
+    assert "40 files would be migrated" in done.stderr
