@@ -117,7 +117,7 @@ def prefilter_stats(files: list[Path]) -> tuple[int, int, int, float]:
     """(files mentioning torch, files some rule's text anchors reach, files some rule's code
     anchors reach (what libcst parses), CPU s of both prefilters, reads included)."""
     from migrator.codefilter import code_rules
-    from migrator.engine import _python_ast
+    from migrator.engine import python_ast
     from migrator.options import Options
     from migrator.prefilter import rules_to_run
 
@@ -129,7 +129,7 @@ def prefilter_stats(files: list[Path]) -> tuple[int, int, int, float]:
             mention += 1
             codes = rules_to_run(text, Options())
             reach += bool(codes)
-            tree = _python_ast(text, str(f))[0] if codes else None
+            tree = python_ast(text, str(f))[0] if codes else None
             parsed += tree is not None and bool(code_rules(tree, codes))
     return mention, reach, parsed, time.process_time() - t0
 

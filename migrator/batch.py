@@ -116,7 +116,7 @@ def _migrate(cand: Candidate, decoded: Decoded, job: Job) -> Outcome:
         if job.options.wants("MIG004")
     ]
     output = result.output
-    changed = result.changed if not rewrite else output != text
+    changed = output != text if rewrite else result.changed
     outcome = Outcome(
         cand.display,
         Status.CHANGED if changed else Status.UNCHANGED,

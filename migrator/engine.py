@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-import traceback
+from typing import TYPE_CHECKING
 
 from migrator import suppressions
 from migrator.options import Options
 from migrator.results import FileResult, Status
+
+if TYPE_CHECKING:
+    import ast
 
 # Cheap text prefilter: a file that never mentions torch has nothing to migrate.
 _RELEVANT = ("torch",)
@@ -27,6 +30,8 @@ def migrate_source(
     try:
         return _migrate(source, path, options, rewrite)
     except Exception as exc:  # noqa: BLE001 - any bug becomes a value, the CLI decides
+        import traceback
+
         return FileResult(
             path=path, source=source, output=source, status=Status.FAILED,
             reason=f"internal error: {type(exc).__name__}: {exc}",
@@ -45,7 +50,7 @@ def _migrate(source: str, path: str, options: Options, rewrite: bool = True) -> 
         from migrator.prefilter import rules_to_run
 
         codes = rules_to_run(source, options)
-        tree, problem = _python_ast(source, path)  # a broken file must say so in any case
+        tree, problem = python_ast(source, path)  # a broken file must say so in any case
         if problem:
             return _result(path, source, Status.FAILED, reason=problem)
         if not codes:  # no enabled rule's anchor text is here: provably nothing to do
@@ -64,7 +69,7 @@ def _migrate(source: str, path: str, options: Options, rewrite: bool = True) -> 
     except cst.ParserSyntaxError as exc:
         return _result(path, source, Status.FAILED, reason=f"syntax error: {exc.message} (line {exc.raw_line})")
     if codes is None:  # (module form: not compiled above)
-        problem = _python_ast(source, path)[1]
+        problem = python_ast(source, path)[1]
         if problem:  # libcst parses newer syntax than this Python compiles: verify would call it a bug
             return _result(path, source, Status.FAILED, reason=problem)
     if options.form == "module":  # structured-module form (falls back to the wrapper form itself)
@@ -91,9 +96,10 @@ def _migrate(source: str, path: str, options: Options, rewrite: bool = True) -> 
     return _result(path, source, Status.CHANGED, output=output, findings=tuple(findings))
 
 
-def _python_ast(source: str, path: str):
+def python_ast(source: str, path: str) -> tuple[ast.Module | None, str | None]:
     """(CPython's ast of ``source``, None), or (None, why this interpreter cannot compile it):
-    parser level, ~3 ms per 1,000 lines; libcst also parses syntax this Python rejects."""
+    parser level, ~3 ms per 1,000 lines. libcst also parses syntax this Python rejects, so a
+    file must pass both; the tree feeds the code prefilter (``migrator.codefilter``)."""
     import ast
     import warnings
 
@@ -103,7 +109,7 @@ def _python_ast(source: str, path: str):
             tree = compile(source, path, "exec", flags=ast.PyCF_ONLY_AST, dont_inherit=True)
     except SyntaxError as exc:
         return None, f"syntax error: {exc.msg} (line {exc.lineno})"
-    except (ValueError, RecursionError, MemoryError) as exc:
+    except (ValueError, RecursionError, MemoryError) as exc:  # NUL bytes, absurd nesting
         return None, f"cannot parse: {exc}"
     return tree, None
 
