@@ -92,7 +92,8 @@ def check_output(source: str, path: str, target: str) -> tuple[FileResult, list[
 
     Invariants: ``migrate_source`` returns (never raises) a FileResult; no internal error; the
     status agrees with the text (CHANGED iff output differs); anything not CHANGED comes back
-    byte-identical; a CHANGED output parses, compiles and is a fixed point.
+    byte-identical; a CHANGED output parses, compiles and is a fixed point; a file the
+    prefilters skipped gives the rules nothing to do when they run anyway.
     """
     options = Options(target=target)
     result = migrate_source(source, path, options)
@@ -109,7 +110,27 @@ def check_output(source: str, path: str, target: str) -> tuple[FileResult, list[
         problems.append(f"status {result.status.value} but the output differs from the source")
     if result.status is Status.FAILED and not result.reason:
         problems.append("FAILED without a reason")
+    if result.status is Status.UNCHANGED and (result.reason or "").endswith("prefilter)"):
+        problems += _skipped_soundly(source, path, options, result.reason)
     return result, problems
+
+
+def _skipped_soundly(source: str, path: str, options: Options, reason: str) -> list[str]:
+    """A file the prefilters (text, code) skipped: without them the rules must find nothing."""
+    from migrator import codefilter, prefilter
+
+    every = frozenset(r.code for r in prefilter.planning_rules() if options.wants(r.code))
+    saved = prefilter.rules_to_run, codefilter.code_rules
+    prefilter.rules_to_run = lambda _source, _options: every
+    codefilter.code_rules = lambda _tree, codes: codes
+    try:
+        full = migrate_source(source, path, options)
+    finally:
+        prefilter.rules_to_run, codefilter.code_rules = saved
+    if full.findings or full.status is Status.CHANGED:
+        codes = sorted({f.code for f in full.findings})
+        return [f"skipped ({reason}), but without the prefilters the rules report {codes}"]
+    return []
 
 
 def _check_migrated(output: str, path: str, options: Options) -> list[str]:
