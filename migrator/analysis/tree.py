@@ -332,7 +332,8 @@ def _visit_in_place(node, visitor):
 _READ_ONLY: dict[type, bool] = {}
 # Whitespace, comments, brackets, commas and operators: their subtrees hold nothing but more
 # of the same, so no name is bound or read there and ScopeVisitor has no hook for them; it
-# skips them (their nodes get no scope entry, which nothing asks for). Half of all nodes.
+# skips them (their nodes get no scope entry, which nothing asks for), and so does
+# ``preorder``. About two thirds of all nodes.
 _TRIVIA_TYPES = (
     cst.BaseParenthesizableWhitespace, cst.TrailingWhitespace, cst.Newline,
     cst.EmptyLine, cst.Comment, cst.Comma, cst.Dot, cst.Colon, cst.Semicolon, cst.AssignEqual,
@@ -363,6 +364,7 @@ _TRIVIA = _TriviaTable()
 
 def _is_trivia(kind: type) -> bool:
     return _TRIVIA[kind]
+
 
 _ATTRIBUTE_HOOKS: dict[tuple[type, type], bool] = {}
 
