@@ -7,6 +7,8 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -64,3 +66,19 @@ def torchrun(script: str | Path, *args: str, nproc: int = 2, timeout: float = 18
         str(script), *args,
     ]
     return run_cmd(cmd, timeout=timeout, **kw)
+
+
+@contextmanager
+def prefilters_off(options) -> Iterator[None]:
+    """``migrate_source`` runs every enabled rule on every file: the text and code
+    prefilters decide nothing (to check that what they skip gives the rules nothing)."""
+    from migrator import codefilter, prefilter
+
+    every = frozenset(r.code for r in prefilter.planning_rules() if options.wants(r.code))
+    saved = prefilter.rules_to_run, codefilter.code_rules
+    prefilter.rules_to_run = lambda _source, _options: every
+    codefilter.code_rules = lambda _tree, codes: codes
+    try:
+        yield
+    finally:
+        prefilter.rules_to_run, codefilter.code_rules = saved

@@ -11,6 +11,7 @@ from migrator import codefilter, prefilter
 from migrator.engine import migrate_source
 from migrator.options import Options
 from migrator.results import Status
+from tests.conftest import prefilters_off
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = sorted((ROOT / "fixtures").rglob("*.py"))
@@ -28,18 +29,15 @@ def _torch_slice() -> list[Path]:
     return random.Random(4).sample(files, TORCH_SLICE)
 
 
-def _without_prefilter(monkeypatch, source: str, path: str, options: Options):
-    every = frozenset(r.code for r in prefilter.planning_rules() if options.wants(r.code))
-    with monkeypatch.context() as m:
-        m.setattr(prefilter, "rules_to_run", lambda _src, _opts: every)
-        m.setattr(codefilter, "code_rules", lambda _tree, codes: codes)
+def _without_prefilter(source: str, path: str, options: Options):
+    with prefilters_off(options):
         return migrate_source(source, path, options)
 
 
-def _same(monkeypatch, path: Path, options: Options) -> None:
+def _same(path: Path, options: Options) -> None:
     source = path.read_text(encoding="utf-8", errors="replace")
     fast = migrate_source(source, str(path), options)
-    full = _without_prefilter(monkeypatch, source, str(path), options)
+    full = _without_prefilter(source, str(path), options)
     assert fast.internal_error == full.internal_error, (fast.reason, full.reason)
     assert fast.output == full.output
     assert fast.findings == full.findings
@@ -75,13 +73,13 @@ def test_every_anchor_regex_compiles_and_names_a_known_rule():
 
 @pytest.mark.parametrize("path", FIXTURES, ids=lambda p: str(p.relative_to(ROOT)))
 @pytest.mark.parametrize("target", ["runtime", "fabric"])
-def test_fixtures_same_with_and_without_prefilter(monkeypatch, path, target):
-    _same(monkeypatch, path, Options(target=target))
+def test_fixtures_same_with_and_without_prefilter(path, target):
+    _same(path, Options(target=target))
 
 
 @pytest.mark.parametrize("path", _torch_slice(), ids=lambda p: p.name)
-def test_torch_corpus_same_with_and_without_prefilter(monkeypatch, path):
-    _same(monkeypatch, path, Options())
+def test_torch_corpus_same_with_and_without_prefilter(path):
+    _same(path, Options())
 
 
 def test_selected_rules_only(monkeypatch):
@@ -126,9 +124,9 @@ def test_clean_file_is_not_parsed(monkeypatch):
         ("import torch\nimport torchvision\nd = torchvision.datasets.MNIST('d', download=True)\n", "MIG405"),
     ],
 )
-def test_unusual_spellings_still_reach_the_rule(monkeypatch, src, code):
+def test_unusual_spellings_still_reach_the_rule(src, code):
     fast = migrate_source(src)
-    full = _without_prefilter(monkeypatch, src, "<string>", Options())
+    full = _without_prefilter(src, "<string>", Options())
     assert code in [f.code for f in full.findings]  # the example really exercises the rule
     assert fast.findings == full.findings and fast.output == full.output
 

@@ -117,16 +117,10 @@ def check_output(source: str, path: str, target: str) -> tuple[FileResult, list[
 
 def _skipped_soundly(source: str, path: str, options: Options, reason: str) -> list[str]:
     """A file the prefilters (text, code) skipped: without them the rules must find nothing."""
-    from migrator import codefilter, prefilter
+    from tests.conftest import prefilters_off
 
-    every = frozenset(r.code for r in prefilter.planning_rules() if options.wants(r.code))
-    saved = prefilter.rules_to_run, codefilter.code_rules
-    prefilter.rules_to_run = lambda _source, _options: every
-    codefilter.code_rules = lambda _tree, codes: codes
-    try:
+    with prefilters_off(options):
         full = migrate_source(source, path, options)
-    finally:
-        prefilter.rules_to_run, codefilter.code_rules = saved
     if full.findings or full.status is Status.CHANGED:
         codes = sorted({f.code for f in full.findings})
         return [f"skipped ({reason}), but without the prefilters the rules report {codes}"]
