@@ -25,9 +25,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-# A device string as the device facts accept it (``^...$`` in analysis.devices also lets a
-# trailing newline through).
-_DEVICE = re.compile(r"(?:cuda|cpu|mps|xpu)(?::\d+)?\n?")
+# A device string ("cuda", "cpu:0", ...; fullmatch): the device facts (analysis.devices) read
+# string values with this pattern too. A trailing newline was always accepted (``^...$``).
+DEVICE_STRING = re.compile(r"(?:cuda|cpu|mps|xpu)(?::\d+)?\n?")
 # An ``open()`` mode that writes; the output rule (MIG406) reads modes with this pattern.
 WRITE_MODE = re.compile(r"[rbt+U]*[wax][rwaxbt+U]*")
 
@@ -138,7 +138,7 @@ _MODELS: Anchor = lambda s: s.uses("optim") or (s.uses("parameters") and s.uses(
 CODE_ANCHORS: dict[str, Anchor] = {
     # torch.device(...) / current_accelerator() / set_device, device strings, ``x = 0`` used as one
     "MIG101": lambda s: (
-        s.calls("device", "current_accelerator", "set_device") or s.string(_DEVICE) or _moves_to_int_device(s)
+        s.calls("device", "current_accelerator", "set_device") or s.string(DEVICE_STRING) or _moves_to_int_device(s)
     ),
     "MIG102": _MODELS,
     "MIG103": _LOADER,

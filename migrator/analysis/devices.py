@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -11,8 +10,7 @@ import libcst as cst
 from migrator.analysis import names as N
 from migrator.analysis.flow import binding_of, param_for
 from migrator.analysis.training import TrainingFacts
-
-_DEVICE_STRING = re.compile(r"^(cuda|cpu|mps|xpu)(:\d+)?$")
+from migrator.codefilter import DEVICE_STRING
 
 
 @dataclass(frozen=True)
@@ -41,7 +39,7 @@ class DeviceFacts(TrainingFacts):
             return q == N.DEVICE_CTOR or q in N.ACCELERATOR
         if isinstance(expr, cst.SimpleString):
             value = expr.evaluated_value
-            return isinstance(value, str) and bool(_DEVICE_STRING.match(value))  # b"..." is bytes
+            return isinstance(value, str) and DEVICE_STRING.fullmatch(value) is not None  # b"..." is bytes
         if isinstance(expr, cst.IfExp):
             return self.is_device_value(expr.body) and self.is_device_value(expr.orelse)
         return False
