@@ -130,6 +130,12 @@ def implemented_targets(form: str) -> tuple[str, ...]:
     return tuple(getattr(targets, names, {}) or ())
 
 
+def _implied_form(target: str) -> str | None:
+    """The only form ``target`` exists in (lightning: module), or None when it has several."""
+    forms = [f for f in ("wrapper", "module") if target in implemented_targets(f)]
+    return forms[0] if len(forms) == 1 else None
+
+
 def resolve_options(
     config: Config,
     *,
@@ -146,16 +152,26 @@ def resolve_options(
     from migrator.options import FORMS, TARGETS, Options
 
     origin = f" (from {config.path})" if config.path else ""
-    form = form or config.form or "wrapper"
-    if form not in FORMS:
-        src = "" if form != config.form else origin
-        raise ConfigError(f"unknown form {form!r}{src}; valid forms: {', '.join(FORMS)}")
+    target_from_flag = target is not None
     target = target or config.target or "runtime"
-    src = "" if target != config.target else origin
+    src = "" if target_from_flag or target != config.target else origin
     if target not in TARGETS:
         raise ConfigError(f"unknown target {target!r}{src}; valid targets: {', '.join(TARGETS)}")
+    implied = _implied_form(target)
+    # A flag beats the configuration: `--target lightning` overrides a configured form.
+    form_from_flag = form is not None
+    form = form or (implied if target_from_flag else None) or config.form or implied or "wrapper"
+    form_src = "" if form_from_flag or form != config.form else origin
+    if form not in FORMS:
+        raise ConfigError(f"unknown form {form!r}{form_src}; valid forms: {', '.join(FORMS)}")
     ready = implemented_targets(form)
     if target not in ready:
+        if implied:
+            given = f"--form {form}" if form_from_flag else f"form = {form!r}{form_src}"
+            raise ConfigError(
+                f"target {target!r} has no {form} form ({given}); it implies --form {implied}: "
+                f"drop the form, or pick a {form} target: {', '.join(ready)}"
+            )
         listed = ", ".join(ready) if ready else "none yet"
         raise ConfigError(
             f"target {target!r} is not implemented for the {form} form yet{src}; "

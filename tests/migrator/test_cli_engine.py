@@ -24,3 +24,15 @@ def test_real_engine_reports_bare_backward(work, capsys):
     assert cli(capsys, "--write", "t.py")[0] == 0
     assert "rt.backward(loss)" in (work / "t.py").read_text()
     assert cli(capsys, "--check", "t.py")[0] == 0
+
+
+def test_lightning_target_alone_runs_the_module_form(work, capsys):
+    """`--target lightning` needs no `--form module` (it has no other form)."""
+    (work / "t.py").write_text(
+        "import torch\nmodel = torch.nn.Linear(2, 1)\n"
+        "opt = torch.optim.SGD(model.parameters(), lr=0.1)\nfor step in range(3):\n"
+        "    loss = model(torch.ones(2)).sum()\n    opt.zero_grad()\n    loss.backward()\n"
+        "    opt.step()\n"
+    )
+    code, out, err = cli(capsys, "--target", "lightning", "--check", "t.py")
+    assert code == 1 and "Error" not in err and "MIG502 not converted to the module form" in out

@@ -76,3 +76,20 @@ def test_cli_uses_config_ignore_exclude_and_reports_unknown_keys(tmp_path, monke
     (tmp_path / "build" / "b.py").write_text(UNPORTED)
     code, out, _ = cli(capsys, "--check", "--ignore", "MIG9", "--exclude", "src/", ".")
     assert out == "build/b.py:2:1: MIG201 call rt.backward(loss)\n"
+
+
+def test_lightning_target_implies_the_module_form(tmp_path):
+    def form(cfg, **flags):
+        return resolve_options(cfg, target=flags.get("target"), form=flags.get("form"),
+                               select=(), ignore=()).form
+
+    assert form(Config(), target="lightning") == "module"
+    assert form(Config(target="lightning")) == "module"  # from [tool.migrate] too
+    assert form(Config(form="wrapper"), target="lightning") == "module"  # the flag wins
+    assert form(Config(target="lightning", form="wrapper"), form="module") == "module"
+    assert form(Config(), target="fabric") == "wrapper"
+    cfg = load(_project(tmp_path, '[tool.migrate]\ntarget = "lightning"\nform = "wrapper"\n')
+               / "pyproject.toml")
+    with pytest.raises(ConfigError, match=r"has no wrapper form \(form = 'wrapper' \(from .*"
+                       r"pyproject.toml\)\); it implies --form module"):
+        form(cfg)
