@@ -167,7 +167,7 @@ def test_explain_and_version(capsys):
 
 
 def _subprocess(args, cwd, stdin=None):
-    proc = subprocess.run([sys.executable, "-m", "migrator.cli", *args], cwd=cwd, input=stdin,
+    proc = subprocess.run([sys.executable, "-m", "migrator", *args], cwd=cwd, input=stdin,
                           capture_output=True, text=True, timeout=120, env=child_env(),
                           check=False)
     return proc
@@ -181,7 +181,17 @@ def test_stdin_real_process(tmp_path):
 
 
 def test_run_dispatches_to_the_launcher(tmp_path):
-    done = run_cmd([sys.executable, "-m", "migrator.cli", "run", "--help"], timeout=180, cwd=tmp_path)
-    assert "Traceback" not in done.stderr
-    assert "devices" in (done.stdout + done.stderr).lower()
+    done = run_cmd([sys.executable, "-m", "migrator", "run", "--help"], timeout=180, cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.startswith("usage: migrate run") and "--devices" in done.stdout
+
+
+def test_python_dash_m_migrator_is_the_console_script(tmp_path):
+    assert _subprocess(["--version"], tmp_path).stdout == "migrate 0.1.0\n"
+    (tmp_path / "t.py").write_text("import torch\nimport torch.distributed as dist\n"
+                                   "dist.init_process_group('gloo')\n")
+    done = _subprocess(["--check", "t.py"], tmp_path)
+    assert done.returncode == 1 and "t.py:" in done.stdout and "MIG9" in done.stdout, done
+    done = _subprocess(["--target", "jax", "t.py"], tmp_path)
+    assert done.returncode == 2 and "Usage: migrate" in done.stderr
 
