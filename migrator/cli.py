@@ -52,7 +52,10 @@ def _explain(ctx: click.Context, _param: click.Parameter, code: str | None) -> N
 @click.option("--config", metavar="FILE", help="pyproject.toml to read [tool.migrate] from.")
 @click.option("--stdin-filename", metavar="NAME", help="Name shown for '-' (stdin) in reports.")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), help="Worker processes (default: CPU count).")
-@click.option("-q", "--quiet", is_flag=True, help="No summary or progress.")
+@click.option("-q", "--quiet", count=True,
+              help="Findings (and code) only: no summary, warnings or progress. -qq: code only.")
+@click.option("--silent", is_flag=True, help="Same as -qq: nothing but the diff or code; "
+              "the exit status tells.")
 @click.option("-v", "--verbose", is_flag=True, help="Also list skipped files and internal tracebacks.")
 @click.option(
     "--explain", metavar="CODE", callback=_explain, expose_value=False, is_eager=True,
@@ -66,6 +69,8 @@ def migrate_command(paths: tuple[str, ...], **flags: object) -> int:
     """
     from migrator.command import Request, UsageError, execute
 
+    if flags.pop("silent"):
+        flags["quiet"] = 2
     try:
         return execute(Request(paths=paths, **flags))  # type: ignore[arg-type]
     except UsageError as exc:

@@ -34,7 +34,7 @@ class Request:
     config: str | None = None
     stdin_filename: str | None = None
     jobs: int | None = None
-    quiet: bool = False
+    quiet: int = 0  # 1: -q (report only), 2: -qq / --silent (nothing but code)
     verbose: bool = False
 
 
@@ -86,7 +86,9 @@ def execute(req: Request) -> int:
     _validate(req)
     default_mode = not (req.check or req.write or req.output or req.diff)
     show_diff = req.diff or (default_mode and req.fmt == "text")
-    term = Terminal(req.fmt, show_diff=show_diff, quiet=req.quiet, verbose=req.verbose)
+    keep_output = req.write and "-" in req.paths  # `migrate --write -`: the code on stdout
+    term = Terminal(req.fmt, show_diff=show_diff and req.fmt == "text",  # json: in the document
+                    code_on_stdout=keep_output, quiet=req.quiet, verbose=req.verbose)
     try:
         config = discover_config(list(req.paths), Path(req.config) if req.config else None)
         options = resolve_options(
@@ -105,7 +107,7 @@ def execute(req: Request) -> int:
         options=options,
         write=req.write,
         diff=show_diff or (req.fmt == "json" and req.diff),
-        keep_output=req.write and "-" in req.paths,
+        keep_output=keep_output,
         out_paths=_out_paths(req, cands),
     )
     report = Report(check=req.check, write=req.write or bool(req.output))

@@ -12,12 +12,16 @@ from migrator.results import Status
 
 
 class Terminal:
-    """Streams a run's output in the chosen ``fmt``.
+    """Streams a run's output in the chosen ``fmt``; one rule decides the streams (ruff's).
 
-    Text: a diff (default mode / ``--diff``) goes to stdout and the findings then go to
-    stderr, so ``migrate src > fix.patch`` gives a patch ``git apply`` takes; without a diff
-    the findings are the output (stdout). Summary, warnings, progress: stderr.
-    json / sarif: one document on stdout at the end. github: annotation lines on stdout.
+    stdout carries one product. When it carries migrated code (a diff in the default mode or
+    with ``--diff``, the source with ``--write -``), the report (findings as text or github
+    annotations, a json / sarif document) goes to stderr, so ``migrate src > fix.patch`` and
+    an editor's ``migrate --write -`` get nothing but code; otherwise the report is the
+    product and goes to stdout. Summary, warnings, notes and progress: always stderr.
+
+    ``quiet`` 1 (``-q``): the report and the code only (no summary, warnings, notes,
+    progress). ``quiet`` 2 (``-qq``, ``--silent``): the code only; the exit status tells.
     """
 
     def __init__(
@@ -25,46 +29,49 @@ class Terminal:
         fmt: str = "text",
         *,
         show_diff: bool = False,
-        quiet: bool = False,
+        code_on_stdout: bool = False,
+        quiet: int = 0,
         verbose: bool = False,
         out: TextIO | None = None,
         err: TextIO | None = None,
     ) -> None:
         self.fmt = fmt
         self.show_diff = show_diff
-        self.quiet = quiet
+        self.quiet = int(quiet)
         self.verbose = verbose
         self.out = out or sys.stdout
         self.err = err or sys.stderr
+        self.report_stream = self.err if show_diff or code_on_stdout else self.out
         self._progress_shown = False
         self._last_progress = 0.0
-
-    def _findings_stream(self) -> TextIO:
-        return self.err if self.show_diff else self.out
 
     def file(self, outcome: Outcome) -> None:
         """Everything about one file that is printed as soon as it is known."""
         self._clear_progress()
-        if self.fmt == "github":
-            from migrator.formats.github import annotations
-
-            for line in annotations(outcome):
-                print(line, file=self.out)
-            return
-        if self.fmt != "text":
-            return
         if self.show_diff and outcome.diff:
             self.out.write(outcome.diff)
-        stream = self._findings_stream()
-        for f in outcome.findings:
-            print(f.render(outcome.path), file=stream)
+        if self.quiet < 2:
+            self._findings(outcome)
         if outcome.status is Status.SKIPPED and self.verbose:
-            print(f"{outcome.path}: skipped: {outcome.reason}", file=self.err)
+            self.note(f"{outcome.path}: skipped: {outcome.reason}")
         elif outcome.status is Status.SKIPPED and outcome.explicit and outcome.reason == "empty file":
-            print(f"{outcome.path}: skipped: empty file, nothing to migrate", file=self.err)
+            self.note(f"{outcome.path}: skipped: empty file, nothing to migrate")
         if outcome.traceback and self.verbose:
             print(outcome.traceback, file=self.err)
         self.out.flush()
+
+    def _findings(self, outcome: Outcome) -> None:
+        if self.fmt == "github":
+            from migrator.formats.github import annotations
+
+            lines = annotations(outcome)
+        elif self.fmt == "text":
+            lines = [f.render(outcome.path) for f in outcome.findings]
+        else:
+            return  # json / sarif: one document at the end
+        for line in lines:
+            print(line, file=self.report_stream)
+        self.report_stream.flush()
 
     def stdout_text(self, text: str) -> None:
         """The migrated source itself (``-`` with ``--write``)."""
@@ -83,15 +90,25 @@ class Terminal:
 
     def finish(self, report: Report, *, document: str | None = None) -> None:
         self._clear_progress()
-        if document is not None:
-            self.out.write(document)
-            self.out.flush()
+        if document is not None and self.quiet < 2:
+            self.report_stream.write(document)
+            self.report_stream.flush()
         if self.fmt == "text" and not self.quiet:
             print(report.summary(), file=self.err)
 
     def warning(self, message: str) -> None:
+        """A ``warning: ...`` line on stderr (hidden by ``-q``)."""
+        if self.quiet:
+            return
         self._clear_progress()
         print(f"warning: {message}", file=self.err)
+
+    def note(self, message: str) -> None:
+        """An informational line on stderr (hidden by ``-q``)."""
+        if self.quiet:
+            return
+        self._clear_progress()
+        print(message, file=self.err)
 
     def error(self, message: str) -> None:
         self._clear_progress()

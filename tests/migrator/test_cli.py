@@ -195,3 +195,46 @@ def test_python_dash_m_migrator_is_the_console_script(tmp_path):
     done = _subprocess(["--target", "jax", "t.py"], tmp_path)
     assert done.returncode == 2 and "Usage: migrate" in done.stderr
 
+
+
+def _stdin(monkeypatch, text: str) -> None:
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(text.encode())))
+
+
+FINDING = "t.py:3:1: MIG201 call rt.backward(loss)"
+
+
+@pytest.mark.usefixtures("fake_engine")
+def test_one_stream_rule_report_on_stdout_unless_stdout_carries_code(work, capsys, monkeypatch):
+    """Findings are the product (stdout) unless stdout carries a diff or migrated code."""
+    (work / "t.py").write_text(UNPORTED)
+    for mode in (["--check"], ["-o", "out.py"], ["--write"]):
+        (work / "t.py").write_text(UNPORTED)
+        code, out, err = cli(capsys, *mode, "t.py")
+        assert out == FINDING + "\n" and FINDING not in err, mode
+    (work / "t.py").write_text(UNPORTED)
+    for mode in ([], ["--diff"], ["--check", "--diff"]):
+        code, out, err = cli(capsys, *mode, "t.py")
+        assert out.startswith("--- a/t.py") and FINDING not in out and FINDING in err, mode
+    for fmt, words in (("text", "-:3:1: MIG201"), ("github", "::error file=-,line=3"),
+                       ("json", '"code": "MIG201"')):
+        _stdin(monkeypatch, UNPORTED)
+        code, out, err = cli(capsys, "--write", "--format", fmt, "-")
+        assert (code, out) == (0, PORTED), fmt  # an editor's filter gets nothing but the code
+        assert words in err, fmt
+
+
+@pytest.mark.usefixtures("fake_engine")
+def test_quiet_keeps_findings_silent_keeps_only_code(work, capsys):
+    (work / "pyproject.toml").write_text("[tool.migrate]\ncolour = 1\n")
+    (work / "t.py").write_text(UNPORTED)
+    code, out, err = cli(capsys, "--check", "t.py")
+    assert "warning: " in err and "would be migrated" in err
+    assert cli(capsys, "-q", "--check", "t.py") == (1, FINDING + "\n", "")
+    for silent in ("-qq", "--silent"):
+        assert cli(capsys, silent, "--check", "t.py") == (1, "", "")
+        assert cli(capsys, silent, "--check", "--format", "json", "t.py") == (1, "", "")
+        code, out, err = cli(capsys, silent, "t.py")
+        assert (code, err) == (0, "") and out.startswith("--- a/t.py")
