@@ -24,6 +24,13 @@ class Change:
     ctx: PlanContext
     edits: Edits = field(default_factory=Edits)
     uses_wrapper: bool = False
+    # Everything else the change contributes travels with it, so suppressing its finding
+    # drops all of it: wrapper constructor defaults, the original nodes that must be edited
+    # by other kept changes for this one to be right, and whether it reports a finding.
+    wrapper_args: dict[str, str] = field(default_factory=dict)
+    needs: list[cst.CSTNode] = field(default_factory=list)
+    fallback_for: Change | None = None
+    report: bool = True
 
     # --- rendering target vocabulary -------------------------------------------------
     def code_text(self, template: str, **parts: object) -> str:
@@ -78,6 +85,20 @@ class Change:
         self.edits.drop_aliases.add(alias)
         return self
 
+    # --- what the change depends on / contributes beyond its edits ------------------------
+    def set_wrapper_arg(self, name: str, code: str) -> Change:
+        """A constructor default for a new wrapper object (``precision=...``), used only
+        while this change is kept."""
+        self.wrapper_args.setdefault(name, code)
+        return self
+
+    def require(self, *nodes: cst.CSTNode) -> Change:
+        """Keep this change only while every one of ``nodes`` (original nodes) is edited by a
+        kept change: another rule's rewrite this one relies on (a removed scaler, a rewritten
+        backward). A suppressed or deselected dependency drops this change too."""
+        self.needs.extend(nodes)
+        return self
+
 
 class PlanContext:
     """What a rule sees: facts, the index, the vocabulary, and a way to open findings."""
@@ -88,7 +109,6 @@ class PlanContext:
         self.vocab = vocab
         self.options = options
         self.changes: list[Change] = []
-        self.wrapper_args: dict[str, str] = {}
         existing = facts.wrapper
         # Reuse the file's wrapper only when it is this target's (incremental use).
         reuse = existing is not None and existing.target == vocab.name
@@ -99,9 +119,20 @@ class PlanContext:
         self.changes.append(change)
         return change
 
-    def set_wrapper_arg(self, name: str, code: str) -> None:
-        """Record a constructor default for a new wrapper object (``precision=...``)."""
-        self.wrapper_args.setdefault(name, code)
+    def part(self, code: str, node: cst.CSTNode) -> Change:
+        """Edits no single finding owns (an import several findings leave unused): reported
+        by none, obeying ``code``'s selection and suppression on ``node``'s line, and kept
+        only while what it ``require``s is."""
+        change = self.finding(code, node, "", fixed=True)
+        change.report = False
+        return change
+
+    def fallback(self, primary: Change) -> Change:
+        """The rewrite to use instead of ``primary`` when a change ``primary`` requires is
+        dropped (``rt.backward(scaler.scale(loss))`` when the user keeps the GradScaler)."""
+        change = self.finding(primary.code, primary.node, primary.message, primary.fixed)
+        change.fallback_for = primary
+        return change
 
 
 def plan(
@@ -118,24 +149,27 @@ def plan(
     rules = [r for r in all_rules() if hasattr(r, "plan") and (codes is None or r.code in codes)]
     for rule in sorted(rules, key=lambda r: (getattr(r, "order", 0), r.code)):
         rule().plan(ctx)
-    reuse = facts.wrapper is not None and facts.wrapper.target == vocab.name
-    wrapper = None
-    if not reuse and any(c.uses_wrapper for c in ctx.changes):
-        from migrator.rules.wrapper_object import create_wrapper
+    from migrator.rules.wrapper_object import create_wrapper, wrapper_anchor
 
-        wrapper = create_wrapper(ctx)  # used below only if a kept change needs it
+    anchor = wrapper_anchor(ctx)
     # one codegen pass for every position asked below
-    facts.ix.positions([c.node for c in ctx.changes] + ([wrapper.node] if wrapper else []))
-    kept: list[tuple[Change, bool]] = []  # (change, report its finding)
-    for change in ctx.changes:
-        line = facts.ix.pos(change.node)[0]
-        if options.wants(change.code) and not suppressed(change.code, line):
-            kept.append((change, True))
+    facts.ix.positions([c.node for c in ctx.changes] + [anchor])
+    wanted = [
+        c for c in ctx.changes
+        if options.wants(c.code) and not suppressed(c.code, facts.ix.pos(c.node)[0])
+    ]
+    kept = [(c, c.report) for c in _resolve(wanted)]  # (change, report its finding)
     if any(c.code.startswith("MIG9") for c, _ in kept):  # needs a human: no partial rewrite
         kept = [(c, s) for c, s in kept if c.code.startswith("MIG9")]
-    if wrapper is not None and any(c.uses_wrapper for c, _ in kept):
+    reuse = facts.wrapper is not None and facts.wrapper.target == vocab.name
+    if not reuse and any(c.uses_wrapper for c, _ in kept):
         # Always applied when something needs it; only its finding obeys select/suppress.
-        line = facts.ix.pos(wrapper.node)[0]
+        args: dict[str, str] = {}
+        for c, _ in kept:  # only kept changes' defaults: a suppressed autocast sets nothing
+            for k, v in c.wrapper_args.items():
+                args.setdefault(k, v)
+        wrapper = create_wrapper(ctx, anchor, args)
+        line = facts.ix.pos(anchor)[0]
         shown = options.wants(wrapper.code) and not suppressed(wrapper.code, line)
         kept.insert(0, (wrapper, shown))
     edits = Edits()
@@ -146,3 +180,25 @@ def plan(
             line, col = facts.ix.pos(change.node)
             findings.append(Finding(line, col, change.code, change.message, change.fixed))
     return edits, sorted(findings)
+
+
+def _resolve(wanted: list[Change]) -> list[Change]:
+    """The wanted changes whose requirements hold, then the fallbacks of those that lost one.
+
+    Dropping a change can break another's requirement, so this runs to a fixed point (each
+    round only removes). A fallback replaces its primary only when the primary was wanted
+    and lost a requirement; its own suppression is its primary's (same code, same node).
+    """
+    primaries = [c for c in wanted if c.fallback_for is None]
+    kept = primaries
+    while True:
+        edited = {id(n) for c in kept for n in c.edits.nodes()}
+        now = [c for c in kept if all(id(n) in edited for n in c.needs)]
+        if len(now) == len(kept):
+            break
+        kept = now
+    alive = {id(c) for c in kept}
+    dropped = {id(c) for c in primaries if id(c) not in alive}
+    order = {id(c): i for i, c in enumerate(wanted)}
+    kept += [c for c in wanted if c.fallback_for is not None and id(c.fallback_for) in dropped]
+    return sorted(kept, key=lambda c: order[id(c)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from migrator.analysis.flow import binding_of
 from migrator.plan import PlanContext
 from migrator.rules._util import arg_text, bare
 from migrator.rules.base import Rule
@@ -32,3 +33,11 @@ class BackwardRule(Rule):
             change = ctx.finding(self.code, b.call, "")
             change.replace(b.call, change.expr(ctx.vocab.backward, args=args))
             change.message = f"backward through the wrapper: {change.code_text(ctx.vocab.backward, args=bare(ctx.ix, b.loss))}"
+            if b.scaled:  # unscaled only while MIG205 removes the scaler; else keep its scaling
+                scaler = ctx.facts.scaler_bindings[binding_of(ctx.ix, b.call.func.value.func.value)]
+                change.require(scaler)
+                kept = ctx.fallback(change)
+                scaled = [ctx.ix.code(b.call.func.value), *(arg_text(ctx.ix, a) for a in b.call.args)]
+                kept.replace(b.call, kept.expr(ctx.vocab.backward, args=", ".join(scaled)))
+                shown = kept.code_text(ctx.vocab.backward, args=ctx.ix.code(b.call.func.value))
+                kept.message = f"backward through the wrapper, the GradScaler kept: {shown}"

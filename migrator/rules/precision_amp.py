@@ -24,7 +24,9 @@ class AmpRule(Rule):
     `Runtime(precision="16-mixed" if torch.cuda.is_available() else "32-true")` when autocast
     only ran on CUDA, so a CPU run prints what it printed before. An `enabled=<expr>` switch
     cannot be evaluated at import time: the wrapper stays at 32-true and the finding says to
-    pass `--precision 16-mixed` to the launcher instead.
+    pass `--precision 16-mixed` to the launcher instead. What a `# migrate: ignore[MIG205]`
+    keeps stays whole: a suppressed autocast sets no precision and keeps its import; a kept
+    GradScaler keeps the loss scaled (`rt.backward(scaler.scale(loss))`, MIG204).
 
     **Why**: scaling twice (a GradScaler plus the wrapper's) corrupts gradients; autocast must
     match the strategy's precision plugin.
@@ -37,8 +39,8 @@ class AmpRule(Rule):
     summary = "Remove autocast/GradScaler: the wrapper's precision does it (no double scaling)"
 
     def plan(self, ctx: PlanContext) -> None:
-        dead: list[cst.CSTNode] = []  # nodes whose subtree disappears (import usage check)
-        last = None
+        # (subtree that disappears, the node whose edit removes it): for the import usage check
+        dead: list[tuple[cst.CSTNode, cst.CSTNode]] = []
         for w in ctx.ix.withs:
             calls = [i.item for i in w.items if isinstance(i.item, cst.Call)]
             amp = [c for c in calls if ctx.ix.call_qname(c) in N.AUTOCAST]
@@ -48,27 +50,29 @@ class AmpRule(Rule):
             change = ctx.finding(self.code, w, f"remove autocast: the wrapper's precision applies it{note}")
             change.unwrap(w)
             if precision is not None:
-                ctx.set_wrapper_arg("precision", precision)
-            dead.append(w.items[0])
-            last = change
+                change.set_wrapper_arg("precision", precision)
+            dead.append((w.items[0], w))
         for b, assign in ctx.facts.scaler_bindings.items():
-            last = self._scaler(ctx, b, assign, dead) or last
-        if last is not None:
-            self._drop_imports(ctx, last, dead)
+            self._scaler(ctx, b, assign, dead)
+        if dead:
+            self._drop_imports(ctx, dead)
 
-    def _scaler(self, ctx, binding, assign: cst.Assign, dead: list):
+    def _scaler(self, ctx, binding, assign: cst.Assign, dead: list) -> None:
         ix = ctx.ix
         edits = []
+        scaled = []  # backwards MIG204 rewrites without the scaler: this removal needs them
         for ref in ctx.facts.refs(binding):
             attr = ix.parent.get(ref)
             call = ix.parent.get(attr)
             if not (isinstance(attr, cst.Attribute) and isinstance(call, cst.Call) and call.func is attr):
                 msg = "GradScaler used in a way the wrapper cannot replace: port it by hand"
                 ctx.finding(self.code, ref, msg, fixed=False)
-                return None
+                return
             method = attr.attr.value
             small = ix.small_statement(call)
-            if method == "scale" and any(b.call.func.value is call for b in ctx.facts.backwards):
+            backward = next((b.call for b in ctx.facts.backwards if b.call.func.value is call), None)
+            if method == "scale" and backward is not None:
+                scaled.append(backward)
                 continue
             if method in _SCALER_DROP | {"load_state_dict"} and isinstance(small, cst.Expr) and small.value is call:
                 edits.append(("remove", small))
@@ -79,18 +83,20 @@ class AmpRule(Rule):
                 edits.append(("replace", call, cst.parse_expression(f"{opt}.step()")))
             else:
                 ctx.finding(self.code, call, f"scaler.{method}(...) has no wrapper equivalent: port it by hand", fixed=False)
-                return None
+                return
         change = ctx.finding(self.code, assign, "remove the GradScaler: the wrapper's precision scales the loss")
         change.remove(assign)
-        dead.append(assign)
+        change.require(*scaled)
+        dead.append((assign, assign))
         for e in edits:
             if e[0] == "remove":
                 change.remove(e[1])
             else:
                 change.replace(e[1], e[2])
-        return change
 
-    def _drop_imports(self, ctx, change, dead: list) -> None:
+    def _drop_imports(self, ctx, dead: list) -> None:
+        """Drop an AMP import once every use of it vanishes, and only while the changes that
+        remove those uses are kept (a suppressed autocast keeps its import)."""
         ix = ctx.ix
         module_scope = ix.scopes.get(ix.module)
         for node in ix.imports:
@@ -109,8 +115,11 @@ class AmpRule(Rule):
                     for a in lookup(module_scope.assignments, name)
                     for r in a.references
                 ]
-                if all(any(ix.inside(r, d) for d in dead) for r in refs):
-                    change.drop_import(alias)
+                owners = [next((e for d, e in dead if ix.inside(r, d)), None) for r in refs]
+                if None in owners:
+                    continue
+                # an import nothing uses goes with the rule's rewrites, all of them
+                ctx.part(self.code, alias).drop_import(alias).require(*(owners or [e for _, e in dead]))
 
 
 def autocast_precision(ix, facts, call: cst.Call) -> tuple[str | None, str]:

@@ -32,25 +32,30 @@ class WrapperObjectRule(Rule):
     summary = "Create the wrapper object once after the imports (reused when already present)"
 
 
-def create_wrapper(ctx: PlanContext) -> Change:
-    """The change that adds the import and the module-level wrapper object."""
-    v = ctx.vocab
+def wrapper_anchor(ctx: PlanContext) -> cst.CSTNode:
+    """The statement the wrapper goes after: the last import of the leading import block
+    (or the first statement, when the file starts without imports)."""
     body = ctx.ix.module.body
     anchor = None
     for stmt in body:
         if isinstance(stmt, _STOP):
             break
-        if isinstance(stmt, cst.SimpleStatementLine) and any(
-            isinstance(s, (cst.Import, cst.ImportFrom)) for s in stmt.body
-        ):
+        if _is_import_line(stmt):
             anchor = stmt
-    node = anchor if anchor is not None else body[0]
+    return anchor if anchor is not None else body[0]
+
+
+def create_wrapper(ctx: PlanContext, node: cst.CSTNode, wrapper_args: dict[str, str]) -> Change:
+    """The change that adds the import and the module-level wrapper object after ``node``
+    (``wrapper_anchor``), with the constructor defaults the kept changes recorded."""
+    v = ctx.vocab
+    body = ctx.ix.module.body
     change = Change(
         code=WrapperObjectRule.code, node=node, ctx=ctx, fixed=True,
         message=f"create the {v.wrapper_class} object once after the imports "
         f"({ctx.rt} = {v.wrapper_class}()); launch with: {v.launch_hint}",
     )
-    args = ", ".join(f"{_spelled(v, k)}={_spelled(v, val)}" for k, val in sorted(ctx.wrapper_args.items()))
+    args = ", ".join(f"{_spelled(v, k)}={_spelled(v, val)}" for k, val in sorted(wrapper_args.items()))
     new = [
         cst.parse_statement(f"from {v.wrapper_module} import {v.wrapper_class}\n"),
         cst.parse_statement(f"{ctx.rt} = {v.wrapper_class}({args})\n").with_changes(
@@ -59,8 +64,8 @@ def create_wrapper(ctx: PlanContext) -> Change:
     ]
     if _imports_class(ctx):
         new = new[1:]
-    if anchor is not None:
-        change.insert_after(anchor, *new)
+    if node is not body[0] or _is_import_line(node):
+        change.insert_after(node, *new)
     elif _is_docstring(body[0]):
         change.insert_after(body[0], *new)
     else:
@@ -75,6 +80,12 @@ def _spelled(v, code: str) -> str:
     for generic, own in v.precision_names:
         code = code.replace(f'"{generic}"', f'"{own}"')
     return code
+
+
+def _is_import_line(stmt: cst.CSTNode) -> bool:
+    return isinstance(stmt, cst.SimpleStatementLine) and any(
+        isinstance(s, (cst.Import, cst.ImportFrom)) for s in stmt.body
+    )
 
 
 def _is_docstring(stmt: cst.CSTNode) -> bool:
