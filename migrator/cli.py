@@ -49,6 +49,8 @@ def _explain(ctx: click.Context, _param: click.Parameter, code: str | None) -> N
 @click.option("--ignore", multiple=True, metavar="CODES", help="Skip these code prefixes.")
 @click.option("--exclude", multiple=True, metavar="PATTERN", help="gitwildmatch pattern; replaces configured excludes.")
 @click.option("--extend-exclude", multiple=True, metavar="PATTERN", help="gitwildmatch pattern added to the excludes.")
+@click.option("--force-exclude", is_flag=True,
+              help="Apply the excludes to paths named on the command line too (pre-commit).")
 @click.option("--config", metavar="FILE", help="pyproject.toml to read [tool.migrate] from.")
 @click.option("--stdin-filename", metavar="NAME", help="Name shown for '-' (stdin) in reports.")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), help="Worker processes (default: CPU count).")

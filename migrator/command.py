@@ -31,6 +31,7 @@ class Request:
     ignore: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     extend_exclude: tuple[str, ...] = ()
+    force_exclude: bool = False
     config: str | None = None
     stdin_filename: str | None = None
     jobs: int | None = None
@@ -100,7 +101,11 @@ def execute(req: Request) -> int:
         term.warning(warning)
     root = config.root or Path.cwd()
     excludes = exclude_patterns(config, req.exclude, req.extend_exclude)
-    cands = list(discover(req.paths, root=root, exclude=excludes))
+    force = req.force_exclude or bool(config.force_exclude)
+    cands = list(discover(req.paths, root=root, exclude=excludes, force_exclude=force))
+    if not cands:  # black and ruff: say so, exit 0 (nothing to do is not a failure)
+        forced = " (--force-exclude applies the excludes to them)" if force else ""
+        term.warning(f"no Python files found in {' '.join(req.paths)}{forced}; nothing to do")
     if req.stdin_filename and cands and cands[0].is_stdin:
         cands[0] = Candidate(cands[0].path, "-", True)
     job = Job(

@@ -16,6 +16,7 @@ KEYS: dict[str, str] = {
     "ignore": "list",
     "exclude": "list",
     "extend-exclude": "list",
+    "force-exclude": "bool",
 }
 
 
@@ -34,6 +35,7 @@ class Config:
     ignore: tuple[str, ...] | None = None
     exclude: tuple[str, ...] | None = None
     extend_exclude: tuple[str, ...] = ()
+    force_exclude: bool | None = None
     warnings: tuple[str, ...] = field(default=())
 
     @property
@@ -90,6 +92,10 @@ def _coerce(path: Path, key: str, value: Any, kind: str) -> Any:
     if kind == "str":
         if not isinstance(value, str):
             raise ConfigError(f"{path}: [tool.migrate] {key} must be a string, got {value!r}")
+        return value
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: [tool.migrate] {key} must be true or false, got {value!r}")
         return value
     if isinstance(value, str):
         value = [value]

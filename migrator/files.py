@@ -41,15 +41,34 @@ class _Matcher:
         self.root = root
         self.spec = pathspec.GitIgnoreSpec.from_lines(list(patterns))
 
-    def check(self, path: Path, is_dir: bool) -> bool | None:
-        """True = excluded, False = re-included (``!pattern``), None = no pattern matched."""
+    def _target(self, path: Path, is_dir: bool) -> str | None:
         try:
             rel = path.relative_to(self.root).as_posix()
         except ValueError:
             return None
         if rel == ".":
             return None
-        return self.spec.check_file(rel + "/" if is_dir else rel).include
+        return rel + "/" if is_dir else rel
+
+    def check(self, path: Path, is_dir: bool) -> bool | None:
+        """True = excluded, False = re-included (``!pattern``), None = no pattern matched;
+        a pattern matching one of the path's directories counts (``build/`` excludes
+        ``build/a/b.py``)."""
+        target = self._target(path, is_dir)
+        return None if target is None else self.spec.check_file(target).include
+
+    def check_entry(self, path: Path, is_dir: bool) -> bool | None:
+        """Like ``check``, but only patterns that match ``path`` itself count, as in git's
+        own walk: the walk never enters a directory a pattern matched, so a match through a
+        parent can only come from the directory the user named, which is walked anyway."""
+        target = self._target(path, is_dir)
+        if target is None:
+            return None
+        verdict = None
+        for pattern in self.spec.patterns:
+            if pattern.include is not None and pattern.regex.fullmatch(target):
+                verdict = pattern.include
+        return verdict
 
 
 def discover(
@@ -58,13 +77,17 @@ def discover(
     root: Path,
     exclude: Sequence[str] = DEFAULT_EXCLUDE,
     respect_gitignore: bool = True,
+    force_exclude: bool = False,
 ) -> Iterator[Candidate]:
     """Yield the files to migrate, in a stable (sorted) order, each once.
 
     Directories are walked recursively for ``*.py`` files, honouring ``.gitignore`` files
     (and ``.git/info/exclude``) from the repository root down, without following symbolic
     links to directories (no loops). ``exclude`` patterns (gitwildmatch, relative to
-    ``root``) apply to explicit files too, so a pre-commit hook honours them.
+    ``root``) and ``.gitignore`` apply to what a walk finds. A path named in ``paths`` is
+    always migrated, as ruff does, even under an excluded or ignored directory (what lies
+    below it is still filtered); ``force_exclude`` applies ``exclude`` to named paths too,
+    so a pre-commit hook, which names every staged file, honours the excludes.
     """
     excluder = None
     seen: set[Path] = set()
@@ -74,11 +97,12 @@ def discover(
             continue
         path = Path(raw)
         absolute = Path(os.path.abspath(path))
-        if exclude and (excluder or _may_match(exclude, str(absolute)) or os.path.isdir(path)):
+        is_dir = os.path.isdir(path)
+        if exclude and (excluder or is_dir or (force_exclude and _may_match(exclude, str(absolute)))):
             excluder = excluder or _Matcher(root, exclude)
-            if _excluded(excluder, absolute, absolute.is_dir()):
+            if force_exclude and _excluded(excluder, absolute, is_dir):
                 continue
-        if os.path.isdir(path):
+        if is_dir:
             ignores = _ancestor_ignores(absolute) if respect_gitignore else []
             for found, problem in _walk(absolute, ignores, excluder, respect_gitignore):
                 if found not in seen:
@@ -152,7 +176,7 @@ def _load_ignores(directory: Path) -> list[_Matcher]:
 def _ignored(ignores: list[_Matcher], path: Path, is_dir: bool) -> bool:
     verdict = False
     for matcher in ignores:  # deeper .gitignore files decide last, as in git
-        result = matcher.check(path, is_dir)
+        result = matcher.check_entry(path, is_dir)
         if result is not None:
             verdict = result
     return verdict
@@ -182,7 +206,7 @@ def _walk(
                 is_dir = False
             if not is_dir and not entry.name.endswith(".py"):
                 continue
-            if excluder and excluder.check(path, is_dir):
+            if excluder and excluder.check_entry(path, is_dir):
                 continue
             if _ignored(local, path, is_dir):
                 continue

@@ -93,7 +93,7 @@ class Terminal:
         if document is not None and self.quiet < 2:
             self.report_stream.write(document)
             self.report_stream.flush()
-        if self.fmt == "text" and not self.quiet:
+        if self.fmt == "text" and not self.quiet and report.outcomes:
             print(report.summary(), file=self.err)
 
     def warning(self, message: str) -> None:

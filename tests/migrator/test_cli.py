@@ -238,3 +238,20 @@ def test_quiet_keeps_findings_silent_keeps_only_code(work, capsys):
         assert cli(capsys, silent, "--check", "--format", "json", "t.py") == (1, "", "")
         code, out, err = cli(capsys, silent, "t.py")
         assert (code, err) == (0, "") and out.startswith("--- a/t.py")
+
+
+@pytest.mark.usefixtures("fake_engine")
+def test_named_paths_are_migrated_even_excluded_and_no_files_is_said(work, capsys):
+    (work / ".git").mkdir()
+    (work / ".gitignore").write_text(".venv/\n")
+    (work / ".venv" / "lib").mkdir(parents=True)
+    (work / ".venv" / "lib" / "t.py").write_text(UNPORTED)
+    (work / "docs").mkdir()
+    for args in ([".venv/lib"], [".venv/lib/t.py"]):
+        code, out, _ = cli(capsys, "--check", *args)
+        assert (code, out) == (1, ".venv/lib/t.py:3:1: MIG201 call rt.backward(loss)\n"), args
+    for args in (["docs"], ["--force-exclude", ".venv/lib/t.py"], ["."]):
+        code, out, err = cli(capsys, "--check", *args)
+        assert (code, out) == (0, "") and "warning: no Python files found in " in err, args
+        assert "would be migrated" not in err
+    assert cli(capsys, "-q", "--check", "docs") == (0, "", "")

@@ -11,6 +11,7 @@ UNPORTED = "import torch\nloss.backward()\n"
 
 
 def _project(tmp_path, body: str):
+    tmp_path.mkdir(exist_ok=True)
     (tmp_path / "pyproject.toml").write_text(body)
     (tmp_path / "src" / "deep").mkdir(parents=True)
     return tmp_path
@@ -93,3 +94,16 @@ def test_lightning_target_implies_the_module_form(tmp_path):
     with pytest.raises(ConfigError, match=r"has no wrapper form \(form = 'wrapper' \(from .*"
                        r"pyproject.toml\)\); it implies --form module"):
         form(cfg)
+
+
+@pytest.mark.usefixtures("fake_engine")
+def test_force_exclude_from_config(tmp_path, monkeypatch, capsys):
+    _project(tmp_path, '[tool.migrate]\nextend-exclude = ["legacy/"]\nforce-exclude = true\n')
+    (tmp_path / "legacy").mkdir()
+    (tmp_path / "legacy" / "old.py").write_text(UNPORTED)
+    (tmp_path / "t.py").write_text(UNPORTED)
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = cli(capsys, "--check", "legacy/old.py", "t.py")
+    assert (code, out) == (1, "t.py:2:1: MIG201 call rt.backward(loss)\n")
+    with pytest.raises(ConfigError, match="force-exclude must be true or false"):
+        load(_project(tmp_path / "other", '[tool.migrate]\nforce-exclude = "yes"\n') / "pyproject.toml")

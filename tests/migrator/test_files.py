@@ -60,14 +60,28 @@ def test_git_info_exclude_and_default_excludes(tmp_path):
     assert _found(tmp_path) == ["m.py"]
 
 
-def test_exclude_patterns_apply_to_walks_and_explicit_files(tmp_path):
+def test_exclude_patterns_apply_to_walks_and_with_force_exclude_to_named_files(tmp_path):
     _tree(tmp_path, {"keep.py": TORCH, "legacy/old.py": TORCH, "gen/x_pb2.py": TORCH})
     excl = (*DEFAULT_EXCLUDE, "legacy/", "*_pb2.py")
     assert _found(tmp_path, exclude=excl) == ["keep.py"]
-    assert _found(tmp_path, ["legacy/old.py", "keep.py"], exclude=excl) == ["keep.py"]
+    named = ["legacy/old.py", "keep.py", "gen/x_pb2.py", "legacy"]
+    assert _found(tmp_path, named, exclude=excl) == named[:3]  # named paths are migrated (ruff)
+    assert _found(tmp_path, named, exclude=excl, force_exclude=True) == ["keep.py"]
     # replacing the defaults (exclude = []) lets build/ in again
     _tree(tmp_path, {"build/b.py": TORCH})
     assert "build/b.py" in _found(tmp_path, exclude=())
+
+
+def test_named_directory_under_gitignore_and_excludes_is_walked_its_contents_filtered(tmp_path):
+    (tmp_path / ".git").mkdir()
+    site = ".venv/lib/python3.11/site-packages/torch"
+    _tree(tmp_path, {".gitignore": ".venv/\n*_gen.py\n", f"{site}/nn/linear.py": TORCH,
+                     f"{site}/__pycache__/linear.py": TORCH, f"{site}/build/x.py": TORCH,
+                     f"{site}/a_gen.py": TORCH, "m.py": TORCH})
+    assert _found(tmp_path) == ["m.py"]
+    assert _found(tmp_path, [site]) == [f"{site}/nn/linear.py"]
+    assert _found(tmp_path, [f"{site}/a_gen.py"]) == [f"{site}/a_gen.py"]
+    assert _found(tmp_path, [site], force_exclude=True) == []
 
 
 def test_each_file_once_and_missing_path_reported(tmp_path, monkeypatch):
