@@ -18,6 +18,17 @@ def needs_human(code: str) -> bool:
     return code.startswith("MIG9")
 
 
+def severity(code: str, fixed: bool) -> str:
+    """How much a finding asks of a person, for every format (SARIF levels, GitHub commands,
+    json): ``error`` the file was not migrated and needs a human (MIG9xx) or could not be read
+    or migrated (MIG0xx); ``warning`` the migration left the reported code as it was, so a
+    person should look (replicated data, a GradScaler call without an equivalent, a module-
+    form fallback); ``note`` the migration rewrites it (advice the diff carries out)."""
+    if needs_human(code) or code.startswith("MIG0"):
+        return "error"
+    return "note" if fixed else "warning"
+
+
 @dataclass
 class Report:
     """Every outcome of a run; ``exit_code`` is the only place exit statuses are decided."""

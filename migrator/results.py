@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
+
+_LINE_BREAK = re.compile(r"[ \t]*[\r\n]+[ \t]*")
+
+
+def _one_line(message: str) -> str:
+    """Each line break, with the indentation around it, becomes one space."""
+    return _LINE_BREAK.sub(" ", message).strip()
 
 
 @dataclass(frozen=True, order=True)
 class Finding:
     """One reported item: ``path:line:col: CODE message``.
 
-    ``fixed`` is True when the migrator rewrote the code it reports on; False when the
-    finding is information or needs a human (MIG9xx).
+    ``fixed`` is True when the migration rewrites the code it reports on (whether or not
+    this run writes the result); False when the finding is information or needs a human
+    (MIG9xx). ``message`` is one line: line breaks (with their indentation) become a space.
     """
 
     line: int
@@ -19,6 +28,12 @@ class Finding:
     code: str
     message: str
     fixed: bool = True
+
+    def __post_init__(self) -> None:
+        # One line, always: a message embedding a multi-line expression would break
+        # `path:line:col:` parsers and annotation formats; the indentation carries nothing.
+        if "\n" in self.message or "\r" in self.message:
+            object.__setattr__(self, "message", _one_line(self.message))
 
     def render(self, path: str) -> str:
         return f"{path}:{self.line}:{self.col}: {self.code} {self.message}"

@@ -1,4 +1,4 @@
-"""`--format json`: one document per run, schema in docs/json-schema.json (version 1)."""
+"""`--format json`: one document per run, schema in docs/json-schema.json (version 2)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import json
 
 from migrator import __version__
 from migrator.batch import Outcome
-from migrator.report import Report, needs_human
+from migrator.report import Report, needs_human, severity
 from migrator.results import Status
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: `fixed` means applied by this run (1: would be rewritten)
 
 
 def _rule_name(code: str) -> str | None:
@@ -32,7 +32,9 @@ def file_entry(o: Outcome, with_diff: bool) -> dict:
                 "line": f.line,
                 "column": f.col,
                 "message": f.message,
-                "fixed": f.fixed,
+                "severity": severity(f.code, f.fixed),
+                "fixable": f.fixed,
+                "fixed": f.fixed and o.written,
                 "needs_human": needs_human(f.code),
             }
             for f in o.findings

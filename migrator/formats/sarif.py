@@ -8,8 +8,7 @@ import os
 from urllib.parse import quote
 
 from migrator import __version__
-from migrator.formats.github import level
-from migrator.report import Report
+from migrator.report import Report, severity
 
 SCHEMA_URI = "https://json.schemastore.org/sarif-2.1.0.json"
 HOME = "https://github.com/torch-migrate/torch-migrate"
@@ -51,7 +50,7 @@ def render(report: Report) -> str:
                 {
                     "ruleId": f.code,
                     "ruleIndex": index[f.code],
-                    "level": level(f.code, f.fixed),
+                    "level": severity(f.code, f.fixed),
                     "message": {"text": f.message},
                     "locations": [
                         {
@@ -67,7 +66,7 @@ def render(report: Report) -> str:
                             }
                         }
                     ],
-                    "properties": {"fixed": f.fixed},
+                    "properties": {"fixable": f.fixed},
                 }
             )
     doc = {

@@ -218,7 +218,7 @@ def test_one_stream_rule_report_on_stdout_unless_stdout_carries_code(work, capsy
     for mode in ([], ["--diff"], ["--check", "--diff"]):
         code, out, err = cli(capsys, *mode, "t.py")
         assert out.startswith("--- a/t.py") and FINDING not in out and FINDING in err, mode
-    for fmt, words in (("text", "-:3:1: MIG201"), ("github", "::error file=-,line=3"),
+    for fmt, words in (("text", "-:3:1: MIG201"), ("github", "::notice file=-,line=3"),
                        ("json", '"code": "MIG201"')):
         _stdin(monkeypatch, UNPORTED)
         code, out, err = cli(capsys, "--write", "--format", fmt, "-")

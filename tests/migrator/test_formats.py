@@ -10,7 +10,8 @@ import pytest
 from _cli_support import cli, fake_engine  # noqa: F401 - fixture used by name
 
 from migrator.batch import Outcome
-from migrator.formats.github import annotations
+from migrator.formats.github import _escape_data, _escape_property, annotations
+from migrator.report import severity
 from migrator.results import Finding, Status
 from migrator.rules import get_rule
 
@@ -46,9 +47,12 @@ def test_json_matches_the_documented_schema(capsys, extra):
     assert by_path["sub dir/t.py"]["status"] == "changed"
     assert by_path["sub dir/t.py"]["findings"][0] == {
         "code": "MIG201", "rule": _name("MIG201"), "line": 2, "column": 1,
-        "message": "call rt.backward(loss)", "fixed": True, "needs_human": False,
+        "message": "call rt.backward(loss)", "severity": "note", "fixable": True,
+        "fixed": False,  # nothing is written in these modes: fixable, not fixed
+        "needs_human": False,
     }
     assert by_path["human.py"]["findings"][0]["needs_human"] is True
+    assert by_path["human.py"]["findings"][0]["severity"] == "error"
     assert by_path["plain.py"] == {"path": "plain.py", "status": "skipped",
                                    "reason": "never mentions torch", "written": False,
                                    "findings": [], **({"diff": None} if extra == ["--diff"] else {})}
@@ -72,6 +76,8 @@ def test_sarif_is_valid_sarif_2_1_0(capsys):
     results = {(r["ruleId"], r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"])
                for r in run["results"]}
     assert results == {("MIG201", "sub%20dir/t.py"), ("MIG901", "human.py"), ("MIG002", "bad.py")}
+    levels = {r["ruleId"]: r["level"] for r in run["results"]}
+    assert levels == {"MIG201": "note", "MIG901": "error", "MIG002": "error"}
     mig002 = run["tool"]["driver"]["rules"][0]
     assert mig002["name"] == "undecodable" and "UTF-8" in mig002["help"]["markdown"]
 
@@ -80,14 +86,41 @@ def test_sarif_is_valid_sarif_2_1_0(capsys):
 def test_github_annotations(capsys):
     code, out, _ = cli(capsys, "--check", "--format", "github", ".")
     assert code == 2
-    assert "::error file=sub dir/t.py,line=2,col=1,title=MIG201::call rt.backward(loss)" in out
+    assert "::notice file=sub dir/t.py,line=2,col=1,title=MIG201::call rt.backward(loss)" in out
     assert "::error file=human.py,line=2,col=1,title=MIG901::already distributed" in out
     assert "::error file=bad.py,line=2,col=1,title=MIG002::" in out
 
 
-def test_github_escaping_and_notes_are_warnings():
+def test_github_escaping_and_unfixed_findings_are_warnings():
     o = Outcome("a,b:c.py", Status.UNCHANGED,
-                (Finding(3, 4, "MIG301", "data 100% replicated\nsee docs", fixed=False),))
+                (Finding(3, 4, "MIG301", "data 100% replicated", fixed=False),))
     assert annotations(o) == [
-        "::warning file=a%2Cb%3Ac.py,line=3,col=4,title=MIG301::data 100%25 replicated%0Asee docs"
+        "::warning file=a%2Cb%3Ac.py,line=3,col=4,title=MIG301::data 100%25 replicated"
     ]
+    assert _escape_data("a\r\nb%") == "a%0D%0Ab%25"  # GitHub's escapeData
+    assert _escape_property("x:y,z\n") == "x%3Ay%2Cz%0A"  # escapeProperty
+
+
+def test_messages_are_one_line_at_the_source():
+    f = Finding(5, 5, "MIG204", "backward through the wrapper: rt.backward(a.sum()\n     + b.sum())")
+    assert f.message == "backward through the wrapper: rt.backward(a.sum() + b.sum())"
+    assert Finding(1, 1, "MIG201", "keep  two  spaces").message == "keep  two  spaces"
+
+
+@pytest.mark.parametrize(("code", "fixed", "level"), [
+    ("MIG401", True, "note"), ("MIG303", False, "warning"), ("MIG205", False, "warning"),
+    ("MIG901", False, "error"), ("MIG001", False, "error"), ("MIG009", False, "error"),
+])
+def test_severity_from_the_finding_kind(code, fixed, level):
+    assert severity(code, fixed) == level
+
+
+@pytest.mark.usefixtures("fake_engine")
+def test_json_fixed_means_written(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "t.py").write_text("import torch\nloss.backward()\n")
+    for mode, fixed in ((["--check"], False), (["-o", "out.py"], True), (["--write"], True)):
+        doc = json.loads(cli(capsys, "--format", "json", *mode, "t.py")[1])
+        entry = doc["files"][0]
+        assert (entry["written"], entry["findings"][0]["fixed"]) == (fixed, fixed), mode
+        assert entry["findings"][0]["fixable"] is True
