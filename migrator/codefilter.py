@@ -181,6 +181,7 @@ CODE_ANCHORS: dict[str, Anchor] = {
     ),
     "MIG902": lambda s: s.uses("share_memory", "multiprocessing"),
     "MIG903": lambda s: s.uses("optim"),
+    "MIG904": lambda s: s.calls("Runtime", "Fabric", "Accelerator") or s.uses("LightningModule", "TrainModule"),
 }
 
 

@@ -110,6 +110,8 @@ ANCHORS: dict[str, tuple] = {
     ),
     "MIG902": (words("share_memory", "multiprocessing"),),
     "MIG903": (words("optim"),),
+    # a wrapper object built at module level, or a module-form class's base
+    "MIG904": (words("Runtime", "Fabric", "Accelerator", "LightningModule", "TrainModule"),),
 }
 
 

@@ -30,7 +30,9 @@ class AlreadyDistributed(Rule):
     **What**: a file that calls `init_process_group`, wraps a model in
     `DistributedDataParallel` or FSDP, shards data with `DistributedSampler`, starts
     processes with `mp.spawn`, or uses DeepSpeed / Accelerate is left unchanged; each such
-    call is reported (`fixed=False`) and `--check` fails.
+    call is reported (`fixed=False`) and `--check` fails. A module-level
+    `accelerator = Accelerator()` is the file's wrapper object instead: reused by
+    `--target accelerate`, reported by MIG904 for the other targets.
 
     **Why**: a second layer of wrapping (DDP inside the wrapper's DDP, two process groups,
     two samplers) hangs or silently trains on the wrong data. Porting such a script means
@@ -45,9 +47,10 @@ class AlreadyDistributed(Rule):
     summary = "already distributed: remove its own DDP/process-group code by hand, then migrate"
 
     def plan(self, ctx) -> None:
+        wrapper = ctx.facts.wrapper  # the file's own wrapper object: migrated (see MIG904)
         for call in ctx.ix.calls:
             why = _DISTRIBUTED.get(ctx.ix.call_qname(call) or "")
-            if why is not None:
+            if why is not None and (wrapper is None or call is not wrapper.call):
                 ctx.finding(
                     self.code,
                     call,
