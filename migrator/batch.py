@@ -12,6 +12,7 @@ from pathlib import Path
 from migrator.fileio import Decoded, InputError, Skip, decode, read_bytes, write_atomic, write_new
 from migrator.files import Candidate
 from migrator.options import Options
+from migrator.program import Role
 from migrator.results import Finding, Status
 
 # Below this many files a process pool costs more (start-up, pickling) than it saves.
@@ -72,10 +73,10 @@ def prepare(cand: Candidate, job: Job, stdin: bytes | None = None) -> Outcome | 
         return _failed(cand.display, err, cand.explicit)
 
 
-def migrate_one(cand: Candidate, decoded: Decoded, job: Job) -> Outcome:
+def migrate_one(cand: Candidate, decoded: Decoded, job: Job, role: Role | None = None) -> Outcome:
     """Migrate one decoded input and carry out the job's writes; never raises."""
     try:
-        return _migrate(cand, decoded, job)
+        return _migrate(cand, decoded, job, role)
     except Exception:  # noqa: BLE001 - one file's bug must not stop the run: report it as MIG009
         import traceback
 
@@ -88,7 +89,7 @@ def _internal(path: str, message: str, tb: str | None) -> Outcome:
     return Outcome(path, Status.FAILED, (finding,), message, tb, internal_error=True)
 
 
-def _migrate(cand: Candidate, decoded: Decoded, job: Job) -> Outcome:
+def _migrate(cand: Candidate, decoded: Decoded, job: Job, role: Role | None) -> Outcome:
     from migrator import suppressions
     from migrator.engine import migrate_source
 
@@ -97,7 +98,8 @@ def _migrate(cand: Candidate, decoded: Decoded, job: Job) -> Outcome:
     if supp.skip_file:
         return Outcome(cand.display, Status.SKIPPED, reason="'# migrate: skip-file' comment")
     rewrite = job.write or job.diff or job.keep_output or bool(job.out_paths)
-    result = _without_gc(migrate_source, text, cand.display, job.options, rewrite=rewrite)
+    options = job.options if role is None else replace(job.options, role=role)
+    result = _without_gc(migrate_source, text, cand.display, options, rewrite=rewrite)
     if result.status is Status.FAILED:
         if result.internal_error:
             reason = result.reason or "the pipeline failed"
@@ -228,11 +230,12 @@ def run(
         else:
             todo.append((i, cand, prepared))
     total, done = len(cands), len(ready)
+    todo = _with_roles(todo, job)
     workers = min(jobs or os.cpu_count() or 1, len(todo))
     if workers > 1 and len(todo) >= MIN_FILES_FOR_POOL:
         results = _pooled(todo, job, workers)
     else:
-        results = ((i, migrate_one(c, d, job)) for i, c, d in todo)
+        results = ((i, migrate_one(c, d, job, r)) for i, c, d, r in todo)
     next_index = 0
     for i, outcome in results:
         ready[i] = outcome
@@ -247,9 +250,24 @@ def run(
         next_index += 1
 
 
+def _with_roles(todo: list, job: Job) -> list:
+    """(index, candidate, decoded, role) per file. Several files are one program: helper
+    modules borrow the entry script's wrapper (``migrator.program``)."""
+    if len(todo) < 2 or job.options.form == "module":
+        return [(*item, None) for item in todo]
+    from migrator.engine import wrapper_needs
+    from migrator.program import resolve
+
+    def needs(path: str, source: str) -> dict[str, set[str]]:
+        return _without_gc(wrapper_needs, source, path, job.options)
+
+    roles = resolve({c.display: d.text for _, c, d in todo}, needs)
+    return [(i, c, d, roles.get(c.display)) for i, c, d in todo]
+
+
 def _work(item: tuple[int, Candidate, Decoded], job: Job) -> tuple[int, Outcome]:
-    i, cand, decoded = item
-    return i, migrate_one(cand, decoded, job)
+    i, cand, decoded, role = item
+    return i, migrate_one(cand, decoded, job, role)
 
 
 def _pooled(todo: list, job: Job, workers: int) -> Iterator[tuple[int, Outcome]]:

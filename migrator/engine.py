@@ -53,12 +53,20 @@ def _migrate(source: str, path: str, options: Options, rewrite: bool = True) -> 
         tree, problem = python_ast(source, path)  # a broken file must say so in any case
         if problem:
             return _result(path, source, Status.FAILED, reason=problem)
-        if not codes:  # no enabled rule's anchor text is here: provably nothing to do
+        if options.role is None:  # a file alone: a helper module when importing it does no work
+            from dataclasses import replace
+
+            from migrator.program import Role, is_library
+
+            options = replace(options, role=Role(library=is_library(tree)))
+        if options.role.pass_wrapper or options.role.threaded:
+            codes = None  # calls that must pass the wrapper are no rule's anchors
+        elif not codes:  # no enabled rule's anchor text is here: provably nothing to do
             return _result(path, source, Status.UNCHANGED, reason="no rule applies (text prefilter)")
         from migrator.codefilter import code_rules
 
-        codes = code_rules(tree, codes)
-        if not codes:  # the anchors were only in comments, docstrings, strings or definitions
+        codes = code_rules(tree, codes) if codes is not None else None
+        if codes is not None and not codes:  # anchors only in comments, docstrings, strings, defs
             return _result(path, source, Status.UNCHANGED, reason="no rule applies (code prefilter)")
     import libcst as cst  # only files that pass the prefilter pay for libcst (~140 ms)
 
@@ -92,8 +100,29 @@ def _migrate(source: str, path: str, options: Options, rewrite: bool = True) -> 
         again, _, bare, _ = _plan(out_module, options, out_sup.suppressed, out_codes)
         return again, bare
 
-    verify(output, path, replan)
+    verify(output, path, replan, source=source)
     return _result(path, source, Status.CHANGED, output=output, findings=tuple(findings))
+
+
+def wrapper_needs(source: str, path: str, options: Options = Options()) -> dict[str, set[str]]:  # noqa: B008
+    """Per top-level function of a helper module: the codes of its findings, for the
+    functions whose rewrite uses the wrapper (``migrator.program.resolve`` asks this)."""
+    from dataclasses import replace
+
+    from migrator.program import Role
+
+    tree = python_ast(source, path)[0]
+    if tree is None:
+        return {}
+    functions = {s.name: s for s in tree.body if type(s).__name__ in ("FunctionDef", "AsyncFunctionDef")}
+    role = Role(library=True, threaded=frozenset(functions))
+    result = migrate_source(source, path, replace(options, role=role), rewrite=False)
+    needs: dict[str, set[str]] = {}
+    takes = {f.line for f in result.findings if f.code == "MIG212"}
+    for name, fn in functions.items():
+        if any(fn.lineno <= line <= fn.end_lineno for line in takes):
+            needs[name] = {f.code for f in result.findings if fn.lineno <= f.line <= fn.end_lineno}
+    return needs
 
 
 def python_ast(source: str, path: str) -> tuple[ast.Module | None, str | None]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from migrator.program import Role
+
 TARGETS = ("runtime", "fabric", "accelerate", "lightning")
 FORMS = ("wrapper", "module")
 
@@ -20,6 +22,9 @@ class Options:
     form: str = "wrapper"
     select: tuple[str, ...] = ()
     ignore: tuple[str, ...] = ()
+    # How this file takes part in a program (helper module, calls that pass the wrapper);
+    # None: decided from the file alone (migrator.program).
+    role: Role | None = None
 
     def wants(self, code: str) -> bool:
         """True when the rule ``code`` is enabled by select/ignore."""

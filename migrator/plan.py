@@ -31,12 +31,14 @@ class Change:
     needs: list[cst.CSTNode] = field(default_factory=list)
     fallback_for: Change | None = None
     report: bool = True
+    imports: set[str] = field(default_factory=set)  # module names the rendered code reads
 
     # --- rendering target vocabulary -------------------------------------------------
     def code_text(self, template: str, **parts: object) -> str:
         """Fill a vocabulary template: nodes become their source text, ``{rt}`` the wrapper."""
         if "{rt}" in template:
             self.uses_wrapper = True
+        self._reads_modules(template)
         filled = {k: self.ctx.ix.code(v) if isinstance(v, cst.CSTNode) else str(v) for k, v in parts.items()}
         return template.format(rt=self.ctx.rt, **filled)
 
@@ -90,7 +92,24 @@ class Change:
         """A constructor default for a new wrapper object (``precision=...``), used only
         while this change is kept."""
         self.wrapper_args.setdefault(name, code)
+        self._reads_modules(code)
         return self
+
+    def renders(self, template: str) -> Change:
+        """Declare a template a replacement function renders later (at apply time): what it
+        needs, the wrapper object and the modules it reads, is known now."""
+        if "{rt}" in template:
+            self.uses_wrapper = True
+        self._reads_modules(template)
+        return self
+
+    def _reads_modules(self, code: str) -> None:
+        """Note the modules generated code reads (``torch.tensor(...)``): the file must bind them."""
+        import re
+
+        from migrator.targets import TEMPLATE_IMPORTS
+
+        self.imports.update(n for n in TEMPLATE_IMPORTS if re.search(rf"\b{n}\.", code))
 
     def require(self, *nodes: cst.CSTNode) -> Change:
         """Keep this change only while every one of ``nodes`` (original nodes) is edited by a
@@ -113,6 +132,8 @@ class PlanContext:
         # Reuse the file's wrapper only when it is this target's (incremental use).
         reuse = existing is not None and existing.target == vocab.name
         self.rt = existing.name if reuse else facts.free_name(vocab.wrapper_var)
+        if options.role is not None and options.role.library:  # borrowed: a parameter
+            self.rt = vocab.wrapper_var
 
     def finding(self, code: str, node: cst.CSTNode, message: str, fixed: bool = True) -> Change:
         change = Change(code=code, node=node, message=message, fixed=fixed, ctx=self)
@@ -149,7 +170,12 @@ def plan(
     rules = [r for r in all_rules() if hasattr(r, "plan") and (codes is None or r.code in codes)]
     for rule in sorted(rules, key=lambda r: (getattr(r, "order", 0), r.code)):
         rule().plan(ctx)
-    from migrator.rules.wrapper_object import create_wrapper, wrapper_anchor
+    role = options.role
+    if role is not None and (role.library or role.pass_wrapper):
+        from migrator.rules.helper_modules import borrow
+
+        borrow(ctx)  # a helper module borrows the entry's wrapper; calls pass it
+    from migrator.rules.wrapper_object import create_wrapper, missing_imports, wrapper_anchor
 
     anchor = wrapper_anchor(ctx)
     # one codegen pass for every position asked below
@@ -162,7 +188,8 @@ def plan(
     if any(c.code.startswith("MIG9") for c, _ in kept):  # needs a human: no partial rewrite
         kept = [(c, s) for c, s in kept if c.code.startswith("MIG9")]
     reuse = facts.wrapper is not None and facts.wrapper.target == vocab.name
-    if not reuse and any(c.uses_wrapper for c, _ in kept):
+    library = role is not None and role.library
+    if not reuse and not library and any(c.uses_wrapper for c, _ in kept):
         # Always applied when something needs it; only its finding obeys select/suppress.
         args: dict[str, str] = {}
         for c, _ in kept:  # only kept changes' defaults: a suppressed autocast sets nothing
@@ -172,6 +199,9 @@ def plan(
         line = facts.ix.pos(anchor)[0]
         shown = options.wants(wrapper.code) and not suppressed(wrapper.code, line)
         kept.insert(0, (wrapper, shown))
+    imports = missing_imports(ctx, [c for c, _ in kept], anchor)
+    if imports is not None:  # goes first: `import torch` above the wrapper's lines
+        kept.insert(0, (imports, False))
     edits = Edits()
     findings: list[Finding] = []
     for change, shown in kept:

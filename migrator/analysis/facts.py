@@ -10,7 +10,10 @@ import libcst as cst
 from migrator.analysis import names as N
 from migrator.analysis.flow import Binding, Functions, binding_of, flow_refs
 from migrator.analysis.index import Index
-from migrator.targets import WRAPPER_QNAMES, generic_method
+from migrator.targets import VOCABULARIES, WRAPPER_QNAMES, generic_method
+
+# A helper function's parameter of this name is the entry's wrapper (migrator.program).
+_BORROWED = {v.wrapper_var: name for name, v in VOCABULARIES.items()}
 
 
 @dataclass(frozen=True)
@@ -122,13 +125,28 @@ class CoreFacts:
         """``rt.setup(...)`` -> ``"setup"`` when the receiver is the file's wrapper object."""
         w = self.wrapper
         f = call.func
-        if w is None or not isinstance(f, cst.Attribute):
+        if not isinstance(f, cst.Attribute):
             return None
         recv = f.value
         if isinstance(recv, cst.Attribute) and recv.attr.value == "strategy":
             recv = recv.value  # fabric.strategy.reduce_boolean_decision
-        if isinstance(recv, cst.Name) and recv.value == w.name:
+        if not isinstance(recv, cst.Name):
+            return None
+        if w is not None and recv.value == w.name:
             return generic_method(w.target, f.attr.value)
+        target = self.borrowed_wrapper(recv)
+        return generic_method(target, f.attr.value) if target is not None else None
+
+    def borrowed_wrapper(self, name: cst.Name) -> str | None:
+        """The target of a wrapper a helper function takes as a parameter (``def
+        train_one_epoch(rt, ...)``, see ``migrator.program``), when ``name`` reads it."""
+        target = _BORROWED.get(name.value)
+        fn = self.ix.function_of(name) if target is not None else None
+        while fn is not None:
+            p = fn.params
+            if any(q.name.value == name.value for q in (*p.posonly_params, *p.params, *p.kwonly_params)):
+                return target
+            fn = self.ix.function_of(fn)
         return None
 
     @cached_property

@@ -19,6 +19,8 @@ class _LoaderRule(Rule):
         for ld in ctx.facts.loaders:
             if ld.set_up or ld.evaluation != self.evaluation:
                 continue
+            if self.evaluation and _handed_to_another_file(ctx, ld):
+                continue  # its sums are made there: every rank evaluates it all (exact numbers)
             change = ctx.finding(self.code, ld.call, "")
             if ld.target is not None:
                 name = ctx.ix.code(ld.target)
@@ -33,6 +35,26 @@ class _LoaderRule(Rule):
 
     def message(self, call: str) -> str:
         raise NotImplementedError
+
+
+def _handed_to_another_file(ctx: PlanContext, ld) -> bool:
+    """The loader is an argument of a call of a function in another file of the program,
+    whose evaluation sums this file cannot see to reduce across ranks (migrator.program): a
+    call the program names, or (this file alone) an imported function given the wrapper."""
+    role = ctx.options.role
+    program_calls = role.program_calls if role is not None else frozenset()
+    for ref in ld.refs:
+        arg = ctx.ix.parent.get(ref)
+        call = ctx.ix.parent.get(arg) if isinstance(arg, cst.Arg) else None
+        if not isinstance(call, cst.Call):
+            continue
+        if ctx.ix.code(call.func) in program_calls:
+            return True
+        first = call.args[0].value if call.args else None
+        borrows = isinstance(first, cst.Name) and first.value == ctx.rt and call.args[0].keyword is None
+        if borrows and ctx.facts.funcs.callee(call) is None:
+            return True
+    return False
 
 
 class TrainLoaderRule(_LoaderRule):
@@ -71,6 +93,10 @@ class EvalLoaderRule(_LoaderRule):
     pad 11 samples to 12: every rank evaluates the whole set instead, so metrics are exact).
 
     **Why**: a padded or duplicated sample changes accuracy and loss.
+
+    A loader handed to a function of another file migrated with this one (`evaluate(model,
+    test_loader)` from `engine.py`) is kept as written: its sums are made in that file, so
+    every process evaluates all of it and the numbers stay exact.
 
     **Before**: `test_loader = DataLoader(test_ds, batch_size=1000)`
     **After**: the same, then `test_loader = rt.setup_dataloaders(test_loader, evaluation=True)`

@@ -104,7 +104,7 @@ def test_clean_file_is_not_parsed(monkeypatch):
     "src, code",
     [
         # device strings written with escapes have no "cuda"/"cpu" in the text
-        ('import torch\nif torch.ok:\n    dev = "\\x63uda"\nelse:\n    dev = "\\x63pu"\n', "MIG101"),
+        ('import torch\nif torch.ok:\n    dev = "\\x63uda"\nelse:\n    dev = "\\x63pu"\nprint(dev)\n', "MIG101"),
         # an integer used as a device through .to, with a comment between the dot and the name
         ("import torch\ngpu = 0\nx = (torch.ones(1).  # c\n  to(gpu))\n", "MIG101"),
         # a qualified name through an import alias: the word is in the import

@@ -8,13 +8,17 @@ import pytest
 
 from migrator.engine import migrate_source
 from migrator.options import Options
+from migrator.program import Role
 from migrator.results import Status
 
 
 def migrate(src: str, target: str = "runtime"):
-    result = migrate_source(textwrap.dedent(src), path="t.py", options=Options(target=target))
+    # Snippets are parts of a training script (Role()), even when they hold only definitions,
+    # which alone would make them a helper module (tests/migrator/test_program.py).
+    options = Options(target=target, role=Role())
+    result = migrate_source(textwrap.dedent(src), path="t.py", options=options)
     assert not result.internal_error, result.traceback
-    again = migrate_source(result.output, path="t.py", options=Options(target=target))
+    again = migrate_source(result.output, path="t.py", options=options)
     assert again.output == result.output, "not a fixed point"
     return result
 

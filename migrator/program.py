@@ -1,0 +1,251 @@
+"""Helper modules and several files migrated as one program: who owns the wrapper, who borrows it.
+
+A training program is often an entry script (``train.py``: arguments, model, optimizer,
+loaders, the epoch loop) and helper modules it imports (``engine.py`` with
+``train_one_epoch(model, loader, optimizer, device)``, ``models.py``, ``data.py``). Importing a
+helper module does no work, so it must never create a wrapper object of its own: a second
+``Runtime()``/``Fabric()``/``Accelerator()`` per process would own a second precision and
+strategy, and an inference script importing ``models.py`` would start a process group.
+
+The entry script owns the one wrapper. A helper function that needs it (a backward, a save,
+a rank-0 print) takes it as its first parameter, the way human Fabric and Accelerate ports
+write ``train(fabric, model, ...)``, and every call in the program passes it. That is only
+exact when every use of the function is a call the migration sees; otherwise the helper is
+refused (MIG908) where what it does is unsafe on N processes, and left alone where it is
+only noisy (a print). Names are resolved through each file's imports, never by spelling
+across files: ``from engine import train_one_epoch as step`` makes ``step(...)`` a call of it.
+
+This module reads CPython's ``ast`` only (cheap); what a helper needs comes from planning it
+with the ordinary rules (``needs``).
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import PurePath
+
+# What a helper module may do at import time and still be a library: bind names. A call at
+# module level is work unless it only builds a value (a logger, a path, a transform, a device).
+_PURE_CALLS = frozenset({
+    "getLogger", "TypeVar", "NewType", "namedtuple", "Path", "join", "dirname", "abspath",
+    "basename", "realpath", "expanduser", "get", "getenv", "compile", "frozenset", "set", "dict",
+    "tuple", "list", "object", "field", "partial", "device", "Compose", "dtype", "float", "int",
+    "str", "bool", "range", "len", "Enum", "defaultdict", "OrderedDict",
+})
+
+# Wrapper uses that are only noise on N processes (every rank prints), or that the helper
+# keeps in its own semantics (a data file loaded in ``__getitem__`` is no checkpoint), or
+# that the entry decides (data sharding, seeds): never a reason to refuse a helper module.
+HARMLESS = frozenset({"MIG401", "MIG403", "MIG409"})
+
+
+@dataclass(frozen=True)
+class Role:
+    """How one file takes part in the migration.
+
+    ``library``: importing it does no work, so it gets no wrapper object; ``threaded``: its
+    top-level functions that take the wrapper as first parameter; ``pass_wrapper``: the
+    spellings (``"train_one_epoch"``, ``"engine.evaluate"``) of calls in this file that must
+    pass the wrapper; ``program_calls``: the spellings of every call here of a function of
+    another file of the program; ``blocked``: (function, why it cannot take the wrapper).
+    """
+
+    library: bool = False
+    threaded: frozenset[str] = frozenset()
+    pass_wrapper: frozenset[str] = frozenset()
+    program_calls: frozenset[str] = frozenset()
+    blocked: tuple[tuple[str, str], ...] = ()
+
+    def why_blocked(self, function: str | None) -> str:
+        for name, why in self.blocked:
+            if name == function:
+                return why
+        return "the script that calls it is not migrated with it"
+
+
+def is_library(tree: ast.Module) -> bool:
+    """True when importing the module does no work (definitions, imports and plain values)
+    and it builds no DataLoader or optimizer of its own: a file that does (in a ``main()``
+    that another launcher calls, say) owns its wrapper like a script."""
+    return all(_binds_only(stmt) for stmt in tree.body) and not _builds(tree)
+
+
+def _builds(tree: ast.Module) -> bool:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            f = node.func
+            if _last_name(f) == "DataLoader":
+                return True
+            while isinstance(f, ast.Attribute):
+                f = f.value
+                if isinstance(f, ast.Attribute) and f.attr == "optim" or isinstance(f, ast.Name) and f.id == "optim":
+                    return True
+    return False
+
+
+def _binds_only(stmt: ast.stmt) -> bool:
+    if isinstance(stmt, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Pass)):
+        return True
+    if isinstance(stmt, ast.Expr):
+        return isinstance(stmt.value, ast.Constant)  # a docstring
+    if isinstance(stmt, (ast.Assign, ast.AnnAssign)):
+        return stmt.value is None or _pure(stmt.value)
+    if isinstance(stmt, ast.Try):  # try: import apex / except ImportError: apex = None
+        blocks = [stmt.body, stmt.orelse, stmt.finalbody, *(h.body for h in stmt.handlers)]
+        return all(_binds_only(s) for block in blocks for s in block)
+    if isinstance(stmt, ast.If):  # if TYPE_CHECKING / sys.version_info; never the __main__ guard
+        if "__name__" in {n.id for n in ast.walk(stmt.test) if isinstance(n, ast.Name)}:
+            return False
+        return all(_binds_only(s) for s in (*stmt.body, *stmt.orelse))
+    return False
+
+
+def _pure(value: ast.expr) -> bool:
+    for node in ast.walk(value):
+        if isinstance(node, ast.Call) and _last_name(node.func) not in _PURE_CALLS:
+            return False
+        if isinstance(node, (ast.Await, ast.Yield, ast.YieldFrom, ast.NamedExpr)):
+            return False
+    return True
+
+
+def _last_name(func: ast.expr) -> str | None:
+    if isinstance(func, ast.Name):
+        return func.id
+    if isinstance(func, ast.Attribute):
+        return func.attr
+    return None
+
+
+# --- the program: which helper functions take the wrapper ---------------------------------
+@dataclass(frozen=True)
+class _Ref:
+    """One use of a program function: where it is and whether it is a plain call."""
+
+    file: str
+    context: str | None  # the top-level function it sits in; None: module level or a class
+    callee: tuple[str, str]  # (file, function)
+    spelling: str
+    is_call: bool
+    line: int
+
+
+def resolve(
+    sources: Mapping[str, str], needs: Callable[[str, str], dict[str, set[str]]]
+) -> dict[str, Role]:
+    """Roles of the files of one program (display path -> source text).
+
+    ``needs(path, source)`` plans a library file on its own and returns, per top-level
+    function, the codes of its changes that use the wrapper. Files that import no other
+    file of the program and that no file imports keep the single-file role.
+    """
+    trees = {}
+    for path, text in sources.items():
+        try:
+            trees[path] = ast.parse(text)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            continue  # the engine reports it
+    modules = _module_names(trees)
+    refs: list[_Ref] = []
+    for path, tree in trees.items():
+        refs += _references(path, tree, modules, trees)
+    libraries = {p for p, t in trees.items() if is_library(t)}
+    used = {r.callee[0] for r in refs if r.callee[0] != r.file} & libraries
+    wants: dict[tuple[str, str], set[str]] = {}
+    for path in sorted(used):
+        for function, codes in needs(path, sources[path]).items():
+            wants[(path, function)] = set(codes)
+    # Helpers calling a helper that borrows the wrapper borrow it too.
+    grow = True
+    while grow:
+        grow = False
+        for r in refs:
+            caller = (r.file, r.context)
+            if r.callee in wants and r.file in libraries and r.context and caller not in wants:
+                wants[caller] = set()
+                grow = True
+    threaded = set(wants)
+    blocked: dict[tuple[str, str], str] = {}
+    shrink = True
+    while shrink:
+        shrink = False
+        for fn in sorted(threaded):
+            why = _cannot_thread(fn, refs, libraries, threaded)
+            if why:
+                threaded.discard(fn)
+                blocked[fn] = why
+                shrink = True
+    roles = {}
+    for path, tree in trees.items():
+        mine = frozenset(f for p, f in threaded if p == path)
+        passing = frozenset(r.spelling for r in refs if r.file == path and r.callee in threaded)
+        calls = frozenset(r.spelling for r in refs if r.file == path and r.is_call and r.callee[0] != path)
+        why = tuple(sorted((f, w) for (p, f), w in blocked.items() if p == path))
+        roles[path] = Role(path in libraries, mine, passing, calls, why)
+    return roles
+
+
+def _cannot_thread(fn, refs, libraries, threaded) -> str | None:
+    """Why ``fn`` cannot take the wrapper as a parameter, or None."""
+    mine = [r for r in refs if r.callee == fn]
+    if not any(r.is_call for r in mine):
+        return "no file migrated with it calls it"
+    for r in mine:
+        where = f"{r.file}:{r.line}"
+        if not r.is_call:
+            return f"{where} uses it other than by a direct call ({r.spelling})"
+        if r.file in libraries and (r.file, r.context) not in threaded:
+            return f"{where} calls it from code that has no wrapper to pass"
+    return None
+
+
+def _module_names(trees: Mapping[str, ast.Module]) -> dict[str, str]:
+    """Import name -> file: ``engine`` for engine.py, ``pkg.engine`` and ``engine`` for pkg/engine.py."""
+    names: dict[str, str] = {}
+    for path in trees:
+        parts = PurePath(path).with_suffix("").parts
+        if parts and parts[-1] == "__init__":
+            parts = parts[:-1]
+        for i in range(len(parts)):
+            dotted = ".".join(p for p in parts[i:] if p not in ("", ".", ".."))
+            if dotted:
+                names.setdefault(dotted, path)
+    return names
+
+
+def _references(path: str, tree: ast.Module, modules: dict[str, str], trees) -> list[_Ref]:
+    """Every use in ``path`` of a top-level function of a program file (its own included)."""
+    functions = {p: {s.name for s in t.body if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef))}
+                 for p, t in trees.items()}
+    names: dict[str, tuple[str, str]] = {n: (path, n) for n in functions[path]}
+    mods: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module is not None:
+            target = modules.get(node.module) if node.level <= 1 else None
+            for alias in node.names:
+                if target and alias.name in functions.get(target, ()):
+                    names[alias.asname or alias.name] = (target, alias.name)
+        elif isinstance(node, ast.ImportFrom) and node.level == 1:  # from . import engine
+            for alias in node.names:
+                if alias.name in modules:
+                    mods[alias.asname or alias.name] = modules[alias.name]
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name in modules:
+                    mods[alias.asname or alias.name] = modules[alias.name]
+    out: list[_Ref] = []
+    for stmt in tree.body:
+        context = stmt.name if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)) else None
+        calls = {id(n.func) for n in ast.walk(stmt) if isinstance(n, ast.Call)}
+        for node in ast.walk(stmt):
+            callee = spelling = None
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id in names:
+                callee, spelling = names[node.id], node.id
+            elif (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                  and node.value.id in mods and node.attr in functions.get(mods[node.value.id], ())):
+                callee, spelling = (mods[node.value.id], node.attr), f"{node.value.id}.{node.attr}"
+            if callee is not None:
+                out.append(_Ref(path, context, callee, spelling, id(node) in calls, node.lineno))
+    return out
