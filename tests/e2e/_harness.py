@@ -232,10 +232,13 @@ def read_probe(probe_dir: Path) -> list[dict]:
 
 def check_ranks_started(run: Run, script: Path) -> None:
     """Both rank 0 and rank 1 ran ``script`` (a launcher that silently ran one copy fails here)."""
+    def ran(argv: list[str]) -> str | None:  # `migrate run` workers start runtime/launch_worker.py SCRIPT
+        return argv[1] if len(argv) > 1 and argv[0].endswith("launch_worker.py") else (argv or [None])[0]
+
     ranks = {
         r["rank"]
         for r in run.records
-        if r["kind"] == "start" and r["argv"] and Path(r["argv"][0]).resolve() == script.resolve()
+        if r["kind"] == "start" and ran(r["argv"]) and Path(ran(r["argv"])).resolve() == script.resolve()
     }
     if not {"0", "1"} <= ranks:
         pytest.fail(

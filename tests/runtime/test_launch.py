@@ -49,11 +49,100 @@ def test_failing_rank_makes_launcher_exit_nonzero_promptly(tmp_path):
     start = time.monotonic()
     proc = run_cmd([*LAUNCH, "--devices", "2", str(WORKERS / "hello.py"), str(tmp_path),
                     "--fail-rank", "1"], timeout=120)  # the timeout is the "no hang" check
-    assert proc.returncode != 0
-    assert "rank 1 fails on purpose" in proc.stderr
-    assert "process(es) failed" in proc.stderr
+    assert proc.returncode == 1
+    assert "migrate run: rank 1 failed first (exit code 1): rank 1 fails on purpose" in proc.stderr
+    assert "2 processes failed (then rank 0, exit code 1)" in proc.stderr
     assert not (tmp_path / "hello_rank0.json").exists()  # rank 0 never got past the barrier
     print(f"failed launch ended after {time.monotonic() - start:.1f}s")
+
+
+BOOM = """import sys
+from runtime import Runtime
+
+rt = Runtime()
+if rt.global_rank == 1:
+    def deep():
+        raise ValueError("boom on rank 1")
+    deep()
+rt.barrier()  # rank 0 fails here too, once rank 1 is gone
+"""
+
+
+def test_first_failing_rank_traceback_once_the_rest_in_a_log_file(tmp_path):
+    script = tmp_path / "boom.py"
+    script.write_text(BOOM)
+    proc = run_cmd([*LAUNCH, "--devices", "2", str(script)], timeout=120)
+    assert proc.returncode == 1
+    err = proc.stderr
+    assert err.count("Traceback (most recent call last)") == 1, err
+    assert "migrate run: rank 1 failed first (exit code 1):\nTraceback" in err
+    assert f'File "{script}", line 7, in deep' in err and "ValueError: boom on rank 1" in err
+    assert "[rank0]" not in err and "[rank1]" not in err and "runpy" not in err
+    assert "torch/distributed/elastic" not in err  # the agent's log lines go to the log file
+    log = Path(err.rsplit("launcher's log: ", 1)[1].strip())
+    text = log.read_text()
+    assert "=== rank 1 (exit code 1) ===" in text and "=== rank 0 (exit code 1) ===" in text
+    assert "Connection closed by peer" in text or "rt.barrier()" in text  # rank 0's failure
+    shutil.rmtree(log.parent)
+
+
+def test_torchrun_spellings_are_aliases(tmp_path):
+    from runtime.launch import build_parser
+
+    args = build_parser().parse_args([
+        "--nproc_per_node", "2", "--node_rank", "1", "--nnodes", "2", "--master_addr", "10.0.0.1",
+        "--master_port", "1234", "--max_restarts", "3", "--rdzv_backend", "c10d",
+        "--rdzv_endpoint", "h:29400", "--rdzv_id", "job", "--standalone", "train.py", "--", "-x"])
+    assert (args.devices, args.node_rank, args.master_addr, args.master_port) == ("2", 1, "10.0.0.1", 1234)
+    assert (args.max_restarts, args.rdzv_backend, args.rdzv_endpoint, args.rdzv_id) == (3, "c10d", "h:29400", "job")
+    assert args.standalone and args.script_args[-1] == "-x"
+    assert build_parser().parse_args(["--nproc-per-node", "4", "t.py"]).devices == "4"
+    port = str(free_port())
+    proc = run_cmd([*LAUNCH, "--nproc_per_node", "2", "--master_port", port, "--max_restarts", "0",
+                    str(WORKERS / "hello.py"), str(tmp_path)], timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _hello(tmp_path, 1)["world"] == 2
+
+
+SLEEPER = """import os, sys, time
+from pathlib import Path
+from runtime import Runtime
+
+rt = Runtime()
+Path(sys.argv[1], f"pid{rt.global_rank}").write_text(str(os.getpid()))
+time.sleep(300)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in state  # a zombie has exited
+
+
+@pytest.mark.parametrize(("sig", "status"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_interrupted_run_stops_every_worker_and_exits_128_plus_signal(tmp_path, sig, status):
+    script = tmp_path / "sleeper.py"
+    script.write_text(SLEEPER)
+    proc = _popen([sys.executable, "-m", "migrator", "run", "--devices", "2", str(script), str(tmp_path)])
+    try:
+        deadline = time.monotonic() + 120
+        while not all((tmp_path / f"pid{r}").exists() for r in (0, 1)):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate(timeout=10)
+            time.sleep(0.2)
+        time.sleep(0.3)  # both pid files are written whole
+        pids = [int((tmp_path / f"pid{r}").read_text()) for r in (0, 1)]
+        proc.send_signal(sig)  # the launcher only: it must stop the workers itself
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == status, err
+    assert f"migrate run: interrupted by {sig.name}; every process was stopped" in err
+    assert "Traceback" not in err + out and "internal error" not in err
+    assert not [p for p in pids if _alive(p)]
 
 
 @pytest.mark.parametrize(
@@ -64,6 +153,12 @@ def test_failing_rank_makes_launcher_exit_nonzero_promptly(tmp_path):
         (["--devices", "4096"], "--devices 4096 but this machine has"),
         (["--accumulate", "0"], "--accumulate 0: expected an integer >= 1"),
         (["--nnodes", "2", "--node-rank", "2"], "--node-rank 2 must be in [0, --nnodes 2)"),
+        (["--nnodes", "0"], "--nnodes '0': expected a number of nodes >= 1 (--nnodes 2) or "
+                            "torchrun's MIN:MAX with 1 <= MIN <= MAX (--nnodes 1:4)"),
+        (["--nnodes", "3:1"], "--nnodes '3:1': expected a number of nodes >= 1"),
+        (["--nnodes", "two"], "--nnodes 'two': expected a number of nodes >= 1"),
+        (["--nnodes", "1:2"], "--nnodes '1:2' (elastic) needs a c10d rendezvous: add --rdzv-backend c10d"),
+        (["--standalone", "--nnodes", "2"], "--standalone runs one node, but --nnodes is '2'"),
     ],
 )
 def test_bad_options_exit_2_with_one_clear_line(tmp_path, args, expected):
