@@ -98,7 +98,8 @@ def discover(
         path = Path(raw)
         absolute = Path(os.path.abspath(path))
         is_dir = os.path.isdir(path)
-        if exclude and (excluder or is_dir or (force_exclude and _may_match(exclude, str(absolute)))):
+        maybe = force_exclude and _may_match(exclude, str(absolute))
+        if exclude and (excluder or is_dir or maybe):
             excluder = excluder or _Matcher(root, exclude)
             if force_exclude and _excluded(excluder, absolute, is_dir):
                 continue
