@@ -207,8 +207,21 @@ def _existing_directory(path: str) -> str:
     return path if os.path.isdir(path) else path + ".old"
 
 
+def _require_numpy() -> None:
+    """torch.distributed.checkpoint's object collectives unpickle through numpy, which the
+    CPU torch wheel does not install: fail on every rank alike, before any collective."""
+    try:
+        import numpy  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(
+            "sharded FSDP checkpoints (torch.distributed.checkpoint) need numpy: "
+            "pip install numpy, or write one full file instead with "
+            "Runtime(strategy='fsdp', save_full=True)") from exc
+
+
 def save_sharded(path: str | os.PathLike, state: dict, strategy: Any) -> None:
     """Every rank writes its shards into ``path`` (a directory), atomically swapped in."""
+    _require_numpy()
     import torch.distributed.checkpoint as dcp
 
     view = _sharded_view(state, strategy)
@@ -217,6 +230,7 @@ def save_sharded(path: str | os.PathLike, state: dict, strategy: Any) -> None:
 
 def load_sharded(path: str | os.PathLike, state: dict, strategy: Any) -> dict:
     """Load a sharded checkpoint into ``state`` in place (each rank reads its shards)."""
+    _require_numpy()
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import (
         set_model_state_dict,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import datetime
+import pickle
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager as ContextManager
@@ -21,6 +23,18 @@ _OPS = {"sum": "SUM", "max": "MAX", "min": "MIN", "prod": "PRODUCT", "mean": "SU
 
 
 _EXIT_WAIT_S = 10.0
+
+
+# Object collectives pickle into uint8 tensors here rather than through
+# dist.broadcast_object_list / all_gather_object: torch unpickles those via tensor.numpy(),
+# and numpy is neither our dependency nor the CPU torch wheel's ("Numpy is not available").
+def _pickled(obj: Any, device: torch.device) -> torch.Tensor:
+    return torch.frombuffer(bytearray(pickle.dumps(obj)), dtype=torch.uint8).to(device)
+
+
+def _unpickled(data: torch.Tensor, size: int) -> Any:
+    data = data[:size].cpu().contiguous()
+    return pickle.loads(ctypes.string_at(data.data_ptr(), size))
 
 
 def _destroy_process_group() -> None:
@@ -214,9 +228,11 @@ class Strategy:
     def all_gather_object(self, obj: Any) -> list:
         if not self.distributed:
             return [obj]
-        out: list = [None] * dist.get_world_size()
-        dist.all_gather_object(out, obj)
-        return out
+        data = _pickled(obj, self.root_device)
+        sizes = self.all_gather(torch.tensor(data.numel(), device=self.root_device)).tolist()
+        padded = torch.zeros(max(sizes), dtype=torch.uint8, device=self.root_device)
+        padded[: data.numel()] = data
+        return [_unpickled(piece, n) for piece, n in zip(self.all_gather(padded), sizes)]
 
     def broadcast(self, obj: Any, src: int = 0) -> Any:
         if not self.distributed:
@@ -225,9 +241,16 @@ class Strategy:
             out = obj.detach().clone().contiguous()
             dist.broadcast(out, src)
             return out
-        box = [obj]
-        dist.broadcast_object_list(box, src)
-        return box[0]
+        mine = dist.get_rank() == src
+        data = _pickled(obj, self.root_device) if mine else None
+        size = torch.tensor(data.numel() if mine else 0, device=self.root_device)
+        dist.broadcast(size, src)
+        if mine:
+            dist.broadcast(data, src)
+            return obj
+        data = torch.empty(int(size), dtype=torch.uint8, device=self.root_device)
+        dist.broadcast(data, src)
+        return _unpickled(data, int(size))
 
     # -- checkpoints (implemented in runtime.checkpoint) -------------------------------------
     def save_checkpoint(self, path: str, state: Any) -> None:
