@@ -122,9 +122,10 @@ class Runtime:
                                 self._counter)
         self._models.append(wrapped)
         wrapped_opts = []
-        for opt in opts:
+        for opt, user_opt in zip(opts, optimizers):
             wrapped_opts.append(WrappedOptimizer(opt, self._strategy, self._counter,
-                                                 primary=not self._has_primary_optimizer))
+                                                 primary=not self._has_primary_optimizer,
+                                                 original=user_opt))
             self._has_primary_optimizer = True
         return (wrapped, *wrapped_opts) if optimizers else wrapped
 

@@ -149,15 +149,20 @@ def unwrap_module(module: torch.nn.Module) -> torch.nn.Module:
 class WrappedOptimizer:
     """Shares the original optimizer's state; ``step``/``zero_grad`` act on boundaries only.
 
-    Its class is a dynamic subclass of the original's, so ``isinstance(opt, AdamW)`` and LR
-    schedulers keep working; ``step(closure)`` returns what the closure returned.
+    Its class is a dynamic subclass of the user's optimizer class, so ``isinstance(opt,
+    AdamW)`` and LR schedulers keep working even where the strategy steps another object
+    (DeepSpeed's ZeRO optimizer, whose ``param_groups`` are the user's optimizer's, so a
+    scheduler's LR reaches the real step); ``step(closure)`` returns what the closure returned.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, strategy: Strategy,
-                 counter: AccumulationCounter | None, primary: bool) -> None:
-        self.__dict__ = {k: v for k, v in optimizer.__dict__.items() if k not in ("step",)}
-        self.__class__ = type(f"Wrapped{type(optimizer).__name__}",
-                              (WrappedOptimizer, type(optimizer)), {})
+    def __init__(self, optimizer: Any, strategy: Strategy, counter: AccumulationCounter | None,
+                 primary: bool, original: torch.optim.Optimizer | None = None) -> None:
+        """``optimizer``: what the strategy steps; ``original``: the user's optimizer (the
+        same object unless the strategy replaced it)."""
+        original = optimizer if original is None else original
+        self.__dict__ = {k: v for k, v in original.__dict__.items() if k not in ("step",)}
+        self.__class__ = type(f"Wrapped{type(original).__name__}",
+                              (WrappedOptimizer, type(original)), {})
         self._optimizer = optimizer
         self._strategy = strategy
         self._counter = counter

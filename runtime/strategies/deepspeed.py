@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -93,11 +95,15 @@ class DeepSpeedStrategy(Strategy):
             raise ValueError(f"strategy 'deepspeed' takes one optimizer per model, got "
                              f"{len(optimizers)}; set up each model with its own optimizer")
         deepspeed = import_deepspeed()
-        engine, optimizer, _, _ = deepspeed.initialize(
-            model=module, optimizer=optimizers[0] if optimizers else None, config=self.config,
-            model_parameters=[p for p in module.parameters() if p.requires_grad],
-            dist_init_required=False,
-        )
+        # DeepSpeed prints ("... shm_comm_op built successfully") on every rank: keep the
+        # stdout of ranks > 0 silent, as the script's own prints are.
+        quiet = self.env.global_rank > 0
+        with contextlib.redirect_stdout(sys.stderr) if quiet else contextlib.nullcontext():
+            engine, optimizer, _, _ = deepspeed.initialize(
+                model=module, optimizer=optimizers[0] if optimizers else None,
+                config=self.config, dist_init_required=False,
+                model_parameters=[p for p in module.parameters() if p.requires_grad],
+            )
         self.engine = engine
         return engine, [optimizer] if optimizers else []
 
@@ -143,8 +149,6 @@ class DeepSpeedStrategy(Strategy):
 
     def forward_context(self):
         # The engine holds the weights in the training dtype already: no autocast.
-        import contextlib
-
         return contextlib.nullcontext()
 
     def convert_output(self, data: Any) -> Any:

@@ -74,6 +74,15 @@ def test_deepspeed_zero2_matches_one_process(deepspeed_run, accumulate):
     assert deepspeed_run[1][f"deepspeed_acc{accumulate}"]["micro_steps"] == 3 * accumulate
 
 
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp", "deepspeed"])
+def test_scheduler_on_set_up_optimizer_drives_the_real_step(ddp_fsdp, deepspeed_run, strategy):
+    # StepLR(optimizer) after rt.setup: under deepspeed the engine steps its ZeRO optimizer,
+    # yet the wrapper must be a torch Optimizer and its LR must reach that step.
+    results = (deepspeed_run if strategy == "deepspeed" else ddp_fsdp)[1]
+    assert results[f"lrs_{strategy}"] == {
+        "is_sgd": True, "applied": [0.1, 0.05, 0.025], "last_lr": [0.0125]}
+
+
 def test_deepspeed_checkpoint_directory_roundtrip(deepspeed_run):
     out, results = deepspeed_run
     assert results["deepspeed_roundtrip"] is True

@@ -48,6 +48,26 @@ def train(strategy: str, accumulate: int, out: Path, results: dict) -> tuple:
     return rt, model, opt
 
 
+def scheduled_lrs(strategy: str) -> dict:
+    """SGD with a StepLR created from the set-up optimizer (the usual order): the LR each
+    step really applied, read back from the change of the parameters."""
+    rt = Runtime(strategy=strategy)
+    model = torch.nn.Linear(4, 1, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    model, opt = rt.setup(model, torch.optim.SGD(model.parameters(), lr=0.1))
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    x, applied = torch.ones(2, 4), []
+    for _ in range(3):
+        before = full_params(model)["weight"]
+        opt.zero_grad()
+        rt.backward(model(x).sum())  # d/dw = 2 in every entry, on every rank
+        opt.step()
+        sched.step()
+        applied.append(round(float((before - full_params(model)["weight"]).mean()) / 2, 6))
+    return {"is_sgd": isinstance(opt, torch.optim.SGD), "applied": applied,
+            "last_lr": [round(lr, 6) for lr in sched.get_last_lr()]}
+
+
 def ddp_checkpoints(out: Path, results: dict) -> None:
     rt, model, opt = train("ddp", 1, out, results)
     rt.save(out / "ddp_ckpt.pt", {"model": model, "optimizer": opt, "step": 3})
@@ -88,14 +108,17 @@ def main() -> None:
         if section == "ddp":
             ddp_checkpoints(out, results)
             train("ddp", 2, out, results)
+            results["lrs_ddp"] = scheduled_lrs("ddp")
         elif section == "fsdp":
             fsdp_checkpoints(out, results)
             train("fsdp", 2, out, results)
+            results["lrs_fsdp"] = scheduled_lrs("fsdp")
         elif section == "data":
             results["data_ddp"] = check_data("ddp")
             results["data_fsdp"] = check_data("fsdp")
         elif section == "deepspeed":
             train("deepspeed", 1, out, results)
+            results["lrs_deepspeed"] = scheduled_lrs("deepspeed")
             rt, model, opt = train("deepspeed", 2, out, results)
             state = {"model": model, "optimizer": opt, "step": 6}
             rt.save(out / "ds_ckpt", state)
