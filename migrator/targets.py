@@ -15,6 +15,11 @@ WRAPPER_QNAMES = {
     "accelerate.accelerator.Accelerator": "accelerate",
 }
 
+# Modules vocabulary templates may read (accelerate's ``torch.tensor(...)``, the precision
+# default's ``torch.cuda.is_available()``), and the import that binds each when the file
+# does not (``import torch.nn.functional as F`` alone binds no ``torch``).
+TEMPLATE_IMPORTS: dict[str, str] = {"torch": "import torch"}
+
 
 @dataclass(frozen=True)
 class Vocabulary:

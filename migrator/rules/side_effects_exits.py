@@ -69,6 +69,7 @@ class CollectiveLoopExit(Rule):
                 change = ctx.finding(
                     self.code, test, "this exit depends on per-rank values: decide it on all ranks"
                 )
+                change.renders(ctx.vocab.reduce_boolean_decision)  # rendered in the replacement
                 change.replace(
                     test,
                     lambda up, c=change, a=all_: c.expr(

@@ -64,13 +64,35 @@ def create_wrapper(ctx: PlanContext, node: cst.CSTNode, wrapper_args: dict[str, 
     ]
     if _imports_class(ctx):
         new = new[1:]
+    _place(change, node, body, new)
+    return change
+
+
+def missing_imports(ctx: PlanContext, changes: list[Change], node: cst.CSTNode) -> Change | None:
+    """``import torch`` (no finding of its own) where kept rewrites read a module that the
+    file does not bind at module level, placed like the wrapper (after ``node``)."""
+    from migrator.targets import TEMPLATE_IMPORTS
+
+    scope = ctx.ix.scopes.get(ctx.ix.module)
+    names = sorted({n for c in changes for n in c.imports})
+    missing = [n for n in names if scope is None or n not in scope.assignments]
+    if not missing:
+        return None
+    change = Change(code=WrapperObjectRule.code, node=node, ctx=ctx, fixed=True, message="")
+    change.report = False
+    new = [cst.parse_statement(f"{TEMPLATE_IMPORTS[n]}\n") for n in missing]
+    _place(change, node, ctx.ix.module.body, new)
+    return change
+
+
+def _place(change: Change, node: cst.CSTNode, body, new: list[cst.CSTNode]) -> None:
+    """After the import block's last import; else after a docstring; else first."""
     if node is not body[0] or _is_import_line(node):
         change.insert_after(node, *new)
     elif _is_docstring(body[0]):
         change.insert_after(body[0], *new)
     else:
         change.insert_before(body[0], *new)
-    return change
 
 
 def _spelled(v, code: str) -> str:

@@ -77,7 +77,8 @@ def test_verify_failure_is_an_internal_error(monkeypatch):
     from migrator import apply as apply_mod
 
     def broken(module, edits, *_):
-        return apply_mod.cst.parse_module("import torch\nloss.backward()\n")  # leaves a bare backward
+        # leaves a bare backward (and defines what it reads: verify checks undefined names first)
+        return apply_mod.cst.parse_module("import torch\nloss = torch.ones(1)\nloss.backward()\n")
 
     monkeypatch.setattr(apply_mod, "apply_edits", broken)
     result = migrate_source(SCRIPT)
