@@ -32,7 +32,8 @@ def _explain(ctx: click.Context, _param: click.Parameter, code: str | None) -> N
     epilog="Exit status: 0 nothing to do or done; 1 changes or findings under --check, or a "
     "MIG9xx finding (needs a human) in any mode; 2 usage error or an input that cannot be "
     "read or parsed; 123 internal error. 'migrate run ...' launches a migrated script "
-    "(see 'migrate run --help'). Docs: docs/cli.md.",
+    "(see 'migrate run --help'); 'migrate verify SCRIPT' runs and checks a port (see "
+    "'migrate verify --help'). Docs: docs/cli.md.",
 )
 @click.argument("paths", nargs=-1, metavar="PATH...")
 @click.option("--target", metavar="NAME", help="runtime (default), fabric, accelerate or lightning.")
@@ -107,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     command, args, prog = (
         (run_command, args[1:], "migrate run") if args[:1] == ["run"] else (migrate_command, args, "migrate")
     )
+    if args[:1] == ["verify"]:  # its own click command (migrator/verification/command.py)
+        from migrator.verification.command import verify_command
+
+        command, args, prog = verify_command, args[1:], "migrate verify"
     try:
         result = command.main(args, prog_name=prog, standalone_mode=False)
     except click.exceptions.Exit as exc:

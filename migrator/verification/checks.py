@@ -1,0 +1,183 @@
+"""The checks of `migrate verify`, each a pure function of finished runs returning a ``Check``."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from migrator.verification.runs import Run
+
+# Normalisation of stdout before the 1-process comparison: timings and timestamps only.
+NORMALISE = (
+    (re.compile(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?"), "<TIMESTAMP>"),
+    (re.compile(r"\b\d{1,2}:\d{2}:\d{2}(?:\.\d+)?\b"), "<TIME>"),
+    (re.compile(r"\b\d+(?:\.\d+)?\s?(?:ms|us|µs|s|sec|secs|seconds|min|mins|minutes)\b"), "<DURATION>"),
+    (re.compile(r"\b\d+(?:\.\d+)?\s?(?:it/s|s/it|samples/s|img/s|images/s|tokens/s|batches/s)"), "<RATE>"),
+    (re.compile(r"(?i)\b(time|elapsed|took|duration)(\s*[:=]?\s*)\d+(?:\.\d+)?"), r"\1\2<DURATION>"),
+)
+
+
+def normalise(text: str) -> str:
+    for pattern, repl in NORMALISE:
+        text = pattern.sub(repl, text)
+    return text
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    passed: bool
+    evidence: str
+    details: str = ""  # multi-line (stacks), printed indented under the line
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "passed": self.passed, "evidence": self.evidence,
+                "details": self.details}
+
+
+def _tail(text: str, lines: int = 3) -> str:
+    rows = [r for r in text.strip().splitlines() if r.strip()]
+    return " | ".join(rows[-lines:]) if rows else "(no output)"
+
+
+def exited(name: str, run: Run, timeout: float) -> Check:
+    if run.hung:
+        ranks = sorted(run.stacks, key=lambda r: (len(r), r))
+        details = "\n".join(f"rank {r}:\n{_frames(run.stacks[r])}" for r in ranks)
+        return Check(name, False, f"hang: still running after {timeout:g}s; stacks of ranks "
+                     f"{', '.join(ranks) or '(none dumped)'} below", details)
+    if run.returncode != 0:
+        return Check(name, False, f"exit {run.returncode} after {run.seconds:.1f}s: {_tail(run.stderr)}",
+                     run.stderr[-3000:])
+    return Check(name, True, f"exit 0 in {run.seconds:.1f}s")
+
+
+def _frames(dump: str, keep: int = 8) -> str:
+    """The main thread's innermost frames of a faulthandler dump (first thread block)."""
+    blocks = re.split(r"\n(?=(?:Current thread|Thread) 0x)", dump.strip())
+    main = next((b for b in blocks if b.startswith("Current thread")), blocks[0])
+    rows = main.splitlines()
+    return "\n".join(["  " + rows[0], *("  " + r for r in rows[1:keep + 1])])
+
+
+def same_stdout(name: str, expected: str, actual: str) -> Check:
+    exp, act = normalise(expected).splitlines(), normalise(actual).splitlines()
+    if exp == act:
+        return Check(name, True, f"identical ({len(exp)} lines, timings normalised)")
+    for i, (e, a) in enumerate(zip(exp, act)):
+        if e != a:
+            return Check(name, False, f"line {i + 1}: expected {e!r}, got {a!r}")
+    n = min(len(exp), len(act))
+    extra = (act[n] if len(act) > n else exp[n])
+    which = "extra line" if len(act) > n else "missing line"
+    return Check(name, False, f"{which} {n + 1}: {extra!r} ({len(act)} lines instead of {len(exp)})")
+
+
+def written(run: Run) -> dict[str, set[str]]:
+    """Relative path -> ranks that wrote it, for files that still exist at the end of ``run``."""
+    out: dict[str, set[str]] = {}
+    for r in run.of("write"):
+        if (run.folder / r["path"]).is_file():
+            out.setdefault(r["path"], set()).add(r["rank"])
+    return out
+
+
+def same_files(name: str, original: Run, port: Run) -> Check:
+    exp, got = set(written(original)), set(written(port))
+    if exp != got:
+        missing, extra = sorted(exp - got), sorted(got - exp)
+        parts = ([f"not written: {', '.join(missing)}"] if missing else []) + \
+                ([f"written only by the port: {', '.join(extra)}"] if extra else [])
+        return Check(name, False, "; ".join(parts))
+    bad = _checkpoint_differences(original, port, values=True)
+    if bad:
+        return Check(name, False, bad)
+    return Check(name, True, f"same {len(exp)} file(s): {', '.join(sorted(exp)) or 'none'}")
+
+
+def _checkpoints(run: Run, rank: str | None = None) -> dict[str, dict]:
+    return {r["path"]: r for r in run.of("checkpoint") if rank is None or r["rank"] == rank}
+
+
+def _checkpoint_differences(reference: Run, other: Run, *, values: bool, rank: str | None = None) -> str:
+    ref, got = _checkpoints(reference), _checkpoints(other, rank)
+    for path, rec in sorted(got.items()):
+        if not rec["ok"]:
+            return f"{path} does not load with torch.load: {rec['error']}"
+        want = ref.get(path)
+        if want is None or not want["ok"]:
+            continue
+        wk, gk = want["keys"], rec["keys"]
+        if set(wk) != set(gk):
+            diff = sorted(set(wk) ^ set(gk))
+            return f"{path}: keys differ from the original's ({', '.join(diff[:5])})"
+        for key in sorted(wk):
+            if wk[key][0] != gk[key][0]:
+                return f"{path}: {key} has shape {gk[key][0]} instead of {wk[key][0]}"
+            if values and not math.isclose(wk[key][1], gk[key][1], rel_tol=1e-6, abs_tol=1e-9):
+                return f"{path}: {key} differs from the original's (sum {gk[key][1]:.6g} vs {wk[key][1]:.6g})"
+    return ""
+
+
+def rank_silent(name: str, run: Run) -> Check:
+    for rank in sorted(run.rank_stdout, key=lambda r: (len(r), r)):
+        text = run.rank_stdout[rank]
+        if rank != "0" and text.strip():
+            first = next(line for line in text.splitlines() if line.strip())
+            return Check(name, False, f"rank {rank} printed {len(text.splitlines())} line(s), first: {first!r}")
+    ranks = sorted(run.rank_stdout)
+    if len(ranks) < 2:
+        return Check(name, False, f"saw the stdout of rank(s) {ranks} only: the launcher did not start "
+                     "every rank")
+    return Check(name, True, f"ranks {', '.join(r for r in ranks if r != '0')} printed nothing")
+
+
+def files_once(name: str, run: Run, single: Run) -> Check:
+    writers = written(run)
+    for path, ranks in sorted(writers.items()):
+        if ranks != {"0"}:
+            return Check(name, False, f"{path} written by ranks {', '.join(sorted(ranks))}")
+    missing = sorted(set(written(single)) - set(writers))
+    if missing:
+        return Check(name, False, f"not written on N processes: {', '.join(missing)}")
+    return Check(name, True, f"{len(writers)} file(s), each by rank 0 only")
+
+
+def checkpoints_load(name: str, run: Run, original: Run) -> Check:
+    loaded = _checkpoints(run, "0")
+    if not loaded:
+        return Check(name, True, "no checkpoint written")
+    bad = _checkpoint_differences(original, run, values=False, rank="0")
+    if bad:
+        return Check(name, False, bad)
+    return Check(name, True, f"{', '.join(sorted(loaded))} load, keys and shapes as the original's")
+
+
+def ranks_in_sync(name: str, run: Run) -> Check:
+    per_rank = {r["rank"]: r["params"] for r in run.of("params")}
+    if len(per_rank) < 2:
+        return Check(name, False, f"parameters reported by rank(s) {sorted(per_rank)} only")
+    ref = per_rank.get("0")
+    if not ref:
+        return Check(name, True, "no optimizer stepped: nothing to compare")
+    for rank, params in sorted(per_rank.items()):
+        if len(params) != len(ref):
+            return Check(name, False, f"rank {rank} stepped {len(params)} parameters, rank 0 {len(ref)}")
+        for i, (a, b) in enumerate(zip(ref, params)):
+            if a != b:
+                return Check(name, False, f"parameter #{i} (shape {a[0]}) differs between rank 0 "
+                             f"and rank {rank} (sum {a[1]:.9g} vs {b[1]:.9g}): ranks do not synchronise")
+    return Check(name, True, f"{len(ref)} stepped parameters identical on ranks {', '.join(sorted(per_rank))}")
+
+
+def placement(name: str, run: Run) -> Check:
+    bad = [r for r in run.of("placement") if not r.get("ok", True)]
+    devices = sorted({(r["rank"], r["device"]) for r in run.of("device")})
+    if bad:
+        r = bad[0]
+        more = f" (+{len(bad) - 1} more)" if len(bad) > 1 else ""
+        details = "\n".join(f"rank {b['rank']} {b['site']}: {b['message']}" for b in bad[:20])
+        return Check(name, False, f"rank {r['rank']} at {r['site']}: {r['message']}{more}", details)
+    used = ", ".join(f"rank {rk}→{d}" for rk, d in devices) or "no CUDA device used"
+    return Check(name, True, used)

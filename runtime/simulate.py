@@ -1,0 +1,364 @@
+"""Simulated CUDA for `migrate verify --simulate-gpus`: each process believes it owns N GPUs while
+every tensor stays on the CPU, and every logical device use is recorded with the user's call site.
+
+Loaded by the verify bootstrap in each child process before the script runs (``install``). What
+it does (torch-side, works with a CPU-only torch):
+
+- ``torch.cuda.is_available`` is True, ``device_count`` is N, ``current_device``/``set_device``
+  follow the process's own state (``set_device`` is recorded);
+- a ``TorchFunctionMode`` rewrites ``device=cuda...`` of factories and ``Tensor.to``/``.cuda`` to
+  the CPU and tags the result with its logical device (a tensor attribute); the tag follows
+  through ops, so an op that mixes ``cuda:i`` and ``cuda:j`` (or a CPU tensor of dim > 0 and a
+  CUDA one) is seen; ``.numpy()`` of a logically-CUDA tensor is a violation;
+- ``nn.Module.to``/``.cuda`` move nothing and tag parameters and buffers;
+- ``init_process_group`` is forced to gloo, DDP ``device_ids``/``output_device`` are recorded and
+  dropped, ``DataLoader(pin_memory=True)`` and ``torch.load(map_location=cuda)`` stay on the CPU.
+
+A violation is any use by local rank k of a CUDA index other than k ("cuda"/0 resolve to the
+current device, which is 0 until ``set_device``), a mixing op, or ``.numpy()`` of a CUDA tensor.
+Blind spots are listed in docs/verify.md.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+_ATTR = "_tm_logical_device"
+_HERE = os.path.abspath(__file__)
+# Ops whose CUDA forms accept CPU (or mixed) tensor arguments: never a mixing violation.
+_MIXING_OK = {
+    "to", "cuda", "cpu", "copy_", "__getitem__", "__setitem__", "__set__", "__get__", "type",
+    "index_put_", "new_tensor", "set_", "__repr__", "__format__", "__str__", "is_pinned",
+    "pin_memory", "detach", "requires_grad_", "__eq__", "__ne__",
+}
+
+
+class _State:
+    def __init__(self, local_rank: int, devices: int, script_dir: str, record) -> None:
+        self.local_rank, self.devices, self.record = local_rank, devices, record
+        self.script_dir = os.path.realpath(script_dir) + os.sep
+        self.current = 0
+        self.seen: set[tuple] = set()
+        self.violations = 0
+        self.local = threading.local()
+
+
+_state: _State | None = None
+_mode: TorchFunctionMode | None = None
+
+
+def call_site() -> str:
+    """``file:line`` of the first frame in the script's folder, else the first frame outside torch."""
+    frame, fallback = sys._getframe(2), ""
+    while frame is not None:
+        name = os.path.realpath(frame.f_code.co_filename)
+        if _state is not None and name.startswith(_state.script_dir):
+            return f"{os.path.relpath(name, _state.script_dir.rstrip(os.sep))}:{frame.f_lineno}"
+        if not fallback and name != _HERE and f"{os.sep}torch{os.sep}" not in name:
+            fallback = f"{name}:{frame.f_lineno}"
+        frame = frame.f_back
+    return fallback or "<unknown>"
+
+
+def _violation(message: str) -> None:
+    assert _state is not None
+    site = call_site()
+    key = ("violation", message, site)
+    if key in _state.seen:
+        return
+    _state.seen.add(key)
+    _state.violations += 1
+    _state.record("placement", ok=False, message=message, site=site)
+
+
+def _use(index: int, what: str) -> str:
+    """Record that ``what`` uses logical ``cuda:index``; a violation when it is not this rank's."""
+    assert _state is not None
+    site = call_site()
+    key = ("use", index, what, site)
+    if key not in _state.seen:
+        _state.seen.add(key)
+        _state.record("device", device=f"cuda:{index}", what=what, site=site)
+    if index != _state.local_rank:
+        _violation(f"local rank {_state.local_rank} uses cuda:{index} ({what}); "
+                   f"its device is cuda:{_state.local_rank}")
+    return f"cuda:{index}"
+
+
+def cuda_index(device) -> int | None:
+    """The CUDA index ``device`` names (None for a non-CUDA device); bare "cuda" is the current one."""
+    if device is None:
+        return None
+    if isinstance(device, int) and not isinstance(device, bool):
+        return device
+    if isinstance(device, str):
+        if not device.startswith("cuda"):
+            return None
+        device = torch.device(device)
+    if isinstance(device, torch.device):
+        if device.type != "cuda":
+            return None
+        assert _state is not None
+        return _state.current if device.index is None else device.index
+    return None
+
+
+def logical(t) -> str | None:
+    """The logical device of tensor ``t`` ("cpu", "cuda:k"), None when unknown (made by C++)."""
+    return getattr(t, _ATTR, None) if isinstance(t, torch.Tensor) else None
+
+
+def _tag(obj, dev: str | None) -> None:
+    if dev is None:
+        return
+    if isinstance(obj, torch.Tensor):
+        try:
+            setattr(obj, _ATTR, dev)
+        except (AttributeError, RuntimeError):
+            pass
+    elif isinstance(obj, (tuple, list)):
+        for o in obj:
+            if isinstance(o, torch.Tensor):
+                _tag(o, dev)
+
+
+def _tensors(args, kwargs):
+    for a in (*args, *kwargs.values()):
+        if isinstance(a, torch.Tensor):
+            yield a
+        elif isinstance(a, (list, tuple)):
+            for b in a:
+                if isinstance(b, torch.Tensor):
+                    yield b
+
+
+def _to_device_arg(args, kwargs):
+    """Where the device sits in a ``Tensor.to`` call: (position or key, value)."""
+    if "device" in kwargs:
+        return "device", kwargs["device"]
+    if len(args) > 1 and isinstance(args[1], (str, torch.device, int)) and not isinstance(args[1], bool):
+        return 1, args[1]
+    return None, None
+
+
+class SimulatedCudaMode(TorchFunctionMode):
+    """Strips CUDA devices to the CPU, tags tensors with their logical device, flags misuse."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        name = getattr(func, "__name__", "")
+        dev = None
+        if name == "numpy" or name == "__array__":
+            d = logical(args[0]) if args else None
+            if d and d.startswith("cuda"):
+                _violation(f".numpy() of a tensor on {d} (move it to the CPU first)")
+        elif name == "pin_memory":
+            return args[0]
+        if name == "cuda" and args and isinstance(args[0], torch.Tensor):
+            d = args[1] if len(args) > 1 else kwargs.get("device")
+            assert _state is not None
+            idx = _state.current if d is None else cuda_index(
+                torch.device("cuda", d) if isinstance(d, int) else d)
+            return self._moved(args[0], args[0], _use(idx, "Tensor.cuda"))
+        if name == "to" and args and isinstance(args[0], torch.Tensor):
+            where, value = _to_device_arg(args, kwargs)
+            if isinstance(value, torch.Tensor):
+                dev = logical(value)
+            elif where is not None:
+                idx = cuda_index(value)
+                if idx is not None:
+                    dev = _use(idx, "Tensor.to")
+                    if where == "device":
+                        kwargs["device"] = "cpu"
+                    else:
+                        args = (args[0], "cpu", *args[2:])
+                else:
+                    dev = "cpu"
+            out = func(*args, **kwargs)
+            return self._moved(args[0], out, dev) if dev else out
+        if name == "cpu" and args and isinstance(args[0], torch.Tensor):
+            out = func(*args, **kwargs)
+            if logical(args[0]) not in (None, "cpu") and out is args[0]:
+                out = args[0].clone()
+            _tag(out, "cpu")
+            return out
+        if "device" in kwargs:
+            idx = cuda_index(kwargs["device"])
+            if idx is not None:
+                dev = _use(idx, f"{name}(device=...)")
+                kwargs["device"] = "cpu"
+            else:
+                dev = "cpu"
+        devices = {d for d in (logical(t) for t in _tensors(args, kwargs)) if d}
+        if len(devices) > 1 and name not in _MIXING_OK:
+            cuda = sorted(d for d in devices if d.startswith("cuda"))
+            if len(cuda) > 1:
+                _violation(f"{name} mixes tensors on {' and '.join(cuda)}")
+            elif cuda and any(logical(t) == "cpu" and t.dim() > 0 for t in _tensors(args, kwargs)):
+                _violation(f"{name} mixes a CPU tensor and a tensor on {cuda[0]} "
+                           "(move the CPU tensor to the device)")
+        out = func(*args, **kwargs)
+        if dev is None and devices:
+            cuda = sorted(d for d in devices if d.startswith("cuda"))
+            dev = cuda[0] if cuda else "cpu"
+        elif dev is None and name in _FACTORIES:
+            dev = "cpu"
+        if dev is not None:
+            _tag(out, dev)
+        return out
+
+    @staticmethod
+    def _moved(src, out, dev):
+        if out is src and logical(src) != dev:
+            out = src.clone()  # a real move copies: the source keeps its own device
+        _tag(out, dev)
+        return out
+
+
+_FACTORIES = {
+    "tensor", "zeros", "ones", "empty", "full", "rand", "randn", "randint", "randperm", "arange",
+    "linspace", "eye", "as_tensor", "from_numpy", "zeros_like", "ones_like", "empty_like",
+    "rand_like", "randn_like", "full_like", "load",
+}
+
+
+def _patch_cuda(state: _State) -> None:
+    cuda = torch.cuda
+
+    def set_device(device) -> None:
+        idx = device if isinstance(device, int) else cuda_index(device)
+        if idx is None:
+            return
+        _use(idx, "torch.cuda.set_device")
+        state.current = idx
+
+    cuda.is_available = lambda: True
+    cuda.device_count = lambda: state.devices
+    cuda.current_device = lambda: state.current
+    cuda.set_device = set_device
+    cuda.is_initialized = lambda: True
+    cuda._lazy_init = lambda: None
+    for name in ("synchronize", "empty_cache", "reset_peak_memory_stats", "ipc_collect",
+                 "manual_seed", "manual_seed_all", "seed", "seed_all", "init"):
+        setattr(cuda, name, lambda *a, **k: None)
+    for name in ("memory_allocated", "max_memory_allocated", "memory_reserved",
+                 "max_memory_reserved"):
+        setattr(cuda, name, lambda *a, **k: 0)
+    cuda.get_device_name = lambda *a, **k: "Simulated GPU (torch-migrate verify)"
+    cuda.get_device_capability = lambda *a, **k: (8, 0)
+    cuda.is_bf16_supported = lambda *a, **k: True
+    cuda.get_rng_state = lambda *a, **k: torch.get_rng_state()
+    cuda.set_rng_state = lambda *a, **k: None
+    cuda.get_rng_state_all = lambda: [torch.get_rng_state() for _ in range(state.devices)]
+    cuda.set_rng_state_all = lambda *a, **k: None
+    torch.backends.cudnn.is_available = lambda: True
+
+
+def _patch_modules() -> None:
+    nn = torch.nn
+    module_to, module_cuda = nn.Module.to, nn.Module.cuda
+
+    def tag_module(module, dev):
+        for t in (*module.parameters(), *module.buffers()):
+            _tag(t, dev)
+
+    def to(self, *args, **kwargs):
+        device, dtype, non_blocking, _fmt = torch._C._nn._parse_to(*args, **kwargs)
+        idx = cuda_index(device)
+        if idx is None:
+            out = module_to(self, *args, **kwargs)
+            if device is not None:
+                tag_module(self, "cpu")
+            return out
+        dev = _use(idx, "Module.to")
+        out = module_to(self, device="cpu", dtype=dtype, non_blocking=non_blocking) \
+            if dtype is not None else self
+        tag_module(self, dev)
+        return out
+
+    def cuda(self, device=None):
+        idx = cuda_index(torch.device("cuda") if device is None else
+                         (torch.device("cuda", device) if isinstance(device, int) else device))
+        tag_module(self, _use(idx, "Module.cuda"))
+        return self
+
+    nn.Module.to, nn.Module.cuda = to, cuda
+
+    ddp = nn.parallel.DistributedDataParallel
+    ddp_init = ddp.__init__
+
+    def ddp_init_sim(self, module, device_ids=None, output_device=None, *args, **kwargs):
+        for d in device_ids or ():
+            idx = cuda_index(d)
+            if idx is not None:
+                _use(idx, "DistributedDataParallel(device_ids=...)")
+        if output_device is not None and cuda_index(output_device) is not None:
+            _use(cuda_index(output_device), "DistributedDataParallel(output_device=...)")
+        ddp_init(self, module, None, None, *args, **kwargs)
+
+    ddp.__init__ = ddp_init_sim
+
+
+def _patch_dist_and_data() -> None:
+    import torch.distributed as dist
+    import torch.distributed.distributed_c10d as c10d
+    from torch.utils.data import DataLoader
+
+    original = c10d.init_process_group
+
+    def init_process_group(backend=None, *args, **kwargs):
+        kwargs.pop("device_id", None)
+        return original("gloo", *args, **kwargs)
+
+    dist.init_process_group = c10d.init_process_group = init_process_group
+
+    loader_init = DataLoader.__init__
+
+    def dataloader_init(self, *args, **kwargs):
+        kwargs["pin_memory"] = False
+        kwargs.pop("pin_memory_device", None)
+        loader_init(self, *args, **kwargs)
+
+    DataLoader.__init__ = dataloader_init
+
+    load = torch.load
+
+    def safe_load(f, map_location=None, *args, **kwargs):
+        idx = cuda_index(map_location) if isinstance(map_location, (str, torch.device, int)) else None
+        if idx is not None:
+            _use(idx, "torch.load(map_location=...)")
+            map_location = "cpu"
+        elif isinstance(map_location, dict) or callable(map_location):
+            map_location = "cpu"
+        return load(f, map_location, *args, **kwargs)
+
+    torch.load = safe_load
+
+
+def install(local_rank: int, devices: int, script_dir: str, record) -> None:
+    """Make this process see ``devices`` simulated GPUs, as local rank ``local_rank``."""
+    global _state, _mode
+    if _state is not None:
+        return
+    _state = _State(local_rank, devices, script_dir, record)
+    _patch_cuda(_state)
+    _patch_modules()
+    _patch_dist_and_data()
+    _mode = SimulatedCudaMode()
+    _mode.__enter__()
+
+
+def uninstall() -> None:
+    """Leave the mode (at exit, before the bootstrap reads parameters and checkpoints)."""
+    global _mode
+    if _mode is not None:
+        try:
+            _mode.__exit__(None, None, None)
+        except Exception:  # noqa: BLE001 - another mode on top: leave it, nothing to undo
+            pass
+        _mode = None
