@@ -16,7 +16,7 @@ from conftest import ROOT, run_cmd  # tests/conftest.py
 
 from ._harness import describe
 
-TIMEOUT = 900  # measured: about 1 minute (venv, local torch wheel, editable install, 2 ranks)
+TIMEOUT = 900  # measured 2-2.5 min on 2 loaded cores, most of it creating the venv and installing torch
 
 
 def readme_command(marker: str) -> str:
