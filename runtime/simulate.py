@@ -261,7 +261,7 @@ def _patch_cuda(state: _State) -> None:
 
 def _patch_modules() -> None:
     nn = torch.nn
-    module_to, module_cuda = nn.Module.to, nn.Module.cuda
+    module_to = nn.Module.to
 
     def tag_module(module, dev):
         for t in (*module.parameters(), *module.buffers()):
@@ -359,6 +359,6 @@ def uninstall() -> None:
     if _mode is not None:
         try:
             _mode.__exit__(None, None, None)
-        except Exception:  # noqa: BLE001 - another mode on top: leave it, nothing to undo
+        except Exception:  # noqa: BLE001, S110 - another mode on top: leave it, nothing to undo
             pass
         _mode = None

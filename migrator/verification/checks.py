@@ -44,7 +44,7 @@ def _tail(text: str, lines: int = 3) -> str:
 def exited(name: str, run: Run, timeout: float) -> Check:
     if run.hung:
         ranks = sorted(run.stacks, key=lambda r: (len(r), r))
-        details = "\n".join(f"rank {r}:\n{_frames(run.stacks[r])}" for r in ranks)
+        details = "\n".join(f"rank {r}:\n{_frames(run.stacks[r], str(run.folder))}" for r in ranks)
         return Check(name, False, f"hang: still running after {timeout:g}s; stacks of ranks "
                      f"{', '.join(ranks) or '(none dumped)'} below", details)
     if run.returncode != 0:
@@ -53,12 +53,16 @@ def exited(name: str, run: Run, timeout: float) -> Check:
     return Check(name, True, f"exit 0 in {run.seconds:.1f}s")
 
 
-def _frames(dump: str, keep: int = 8) -> str:
-    """The main thread's innermost frames of a faulthandler dump (first thread block)."""
+def _frames(dump: str, folder: str, most: int = 12) -> str:
+    """The main thread's frames of a faulthandler dump, innermost first, down to the script's
+    innermost frame (at least 4, at most ``most``)."""
     blocks = re.split(r"\n(?=(?:Current thread|Thread) 0x)", dump.strip())
     main = next((b for b in blocks if b.startswith("Current thread")), blocks[0])
     rows = main.splitlines()
-    return "\n".join(["  " + rows[0], *("  " + r for r in rows[1:keep + 1])])
+    frames = rows[1:]
+    mine = next((i for i, r in enumerate(frames) if folder in r), len(frames))
+    keep = frames[:min(max(mine + 1, 4), most)]
+    return "\n".join(["  " + rows[0], *("  " + r for r in keep)])
 
 
 def same_stdout(name: str, expected: str, actual: str) -> Check:
@@ -134,12 +138,13 @@ def rank_silent(name: str, run: Run) -> Check:
 
 
 def files_once(name: str, run: Run, single: Run) -> Check:
+    """Each file only by rank 0; all the 1-process port's files (when the run finished)."""
     writers = written(run)
     for path, ranks in sorted(writers.items()):
         if ranks != {"0"}:
             return Check(name, False, f"{path} written by ranks {', '.join(sorted(ranks))}")
     missing = sorted(set(written(single)) - set(writers))
-    if missing:
+    if missing and run.returncode == 0:
         return Check(name, False, f"not written on N processes: {', '.join(missing)}")
     return Check(name, True, f"{len(writers)} file(s), each by rank 0 only")
 

@@ -172,9 +172,14 @@ def _collect(run: Run) -> None:
             except ValueError:
                 pass  # a line cut by the kill
     for f in sorted(run.audit.glob("stdout-*.txt")):
-        rank = f.name.split("-")[1]
+        rank = _rank_of(f)
         run.rank_stdout[rank] = run.rank_stdout.get(rank, "") + f.read_text(errors="replace")
     for f in sorted(run.audit.glob("stack-*.txt")):
-        rank, text = f.name.split("-")[1], f.read_text(errors="replace")
+        rank, text = _rank_of(f), f.read_text(errors="replace")
         if rank != "-" and text.strip():
             run.stacks[rank] = run.stacks.get(rank, "") + text
+
+
+def _rank_of(f: Path) -> str:
+    """``stack-<rank>-<pid>.txt`` -> rank ("-" for a launcher process)."""
+    return f.stem.split("-", 1)[1].rsplit("-", 1)[0]

@@ -129,21 +129,20 @@ def _signature(obj, prefix="", out=None, depth=0):
 def _at_exit(record, written, saved, stepped):
     try:
         sys.stdout.flush()
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001, S110 - a closed stdout: nothing left to flush
         pass
     sim = sys.modules.get("_tm_verify_simulate")
     if sim is not None:
         sim.uninstall()
+    params = []
     if "torch" in sys.modules:
         import torch
 
-        params = []
         for plist in stepped.values():
             for p in plist:
                 t = p.detach().cpu().double().flatten()
                 w = torch.arange(1, t.numel() + 1, dtype=torch.float64).remainder_(97)
                 params.append([list(p.shape), float(t.sum()), float((t * w).sum())])
-        record("params", params=params)
         root = os.path.realpath(os.environ.get("TM_VERIFY_SCRIPT_DIR", os.getcwd()))
         for path in sorted(set(written)):
             if not os.path.isfile(path) or not (path in saved or path.endswith(_CKPT_SUFFIXES)):
@@ -154,6 +153,7 @@ def _at_exit(record, written, saved, stepped):
                 record("checkpoint", path=rel, ok=True, keys=_signature(obj))
             except Exception as exc:  # noqa: BLE001 - reported by the parent
                 record("checkpoint", path=rel, ok=False, error=f"{type(exc).__name__}: {exc}"[:300])
+    record("params", params=params)
     record("exit")
 
 

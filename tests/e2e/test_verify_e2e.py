@@ -1,0 +1,126 @@
+"""`migrate verify` end to end: a bundled script passes every check (simulated GPUs included), and
+sabotaged ports are caught by the check meant for each sabotage (negative controls)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import FIXTURES, ROOT, child_env
+
+from migrator.verification.pipeline import Request, verify
+
+ORIGINAL = '''\
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+torch.manual_seed(0)
+device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+x = torch.randn(64, 4)
+y = (x.sum(1) > 0).long()
+loader = DataLoader(TensorDataset(x, y), batch_size=8, shuffle=True)
+model = nn.Linear(4, 2).to(device)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+for epoch in range(2):
+    for xb, yb in loader:
+        xb, yb = xb.to(device), yb.to(device)
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(xb), yb)
+        loss.backward()
+        optimizer.step()
+    print(f"epoch {epoch} done")
+torch.save(model.state_dict(), "model.pt")
+'''
+
+# A correct runtime port of ORIGINAL, written by hand so the sabotage below is stable.
+PORT = '''\
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+from runtime import Runtime
+
+rt = Runtime()
+
+rt.seed_everything(0)
+device = rt.device
+x = torch.randn(64, 4)
+y = (x.sum(1) > 0).long()
+loader = DataLoader(TensorDataset(x, y), batch_size=8, shuffle=True)
+loader = rt.setup_dataloaders(loader)
+model = nn.Linear(4, 2)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+model, optimizer = rt.setup(model, optimizer)
+for epoch in range(2):
+    for xb, yb in loader:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(xb), yb)
+        rt.backward(loss)
+        optimizer.step()
+    rt.print(f"epoch {epoch} done")
+rt.save("model.pt", model.state_dict())
+'''
+
+
+def _verify(tmp_path: Path, port: str, **kw) -> dict[str, object]:
+    (tmp_path / "train.py").write_text(ORIGINAL)
+    (tmp_path / "port.py").write_text(port)
+    kw.setdefault("timeout", 120)
+    report = verify(Request(tmp_path / "train.py", migrated=tmp_path / "port.py", **kw))
+    return {c.name: c for c in report.checks}
+
+
+def _failed(checks: dict) -> dict[str, str]:
+    return {name: c.evidence for name, c in checks.items() if not c.passed}
+
+
+def test_bundled_mnist_passes_every_check_on_simulated_gpus() -> None:
+    cmd = [sys.executable, "-m", "migrator", "verify", str(FIXTURES / "scripts" / "mnist_cnn.py"),
+           "--simulate-gpus", "--format", "json", "--timeout", "150", "--",
+           "--epochs", "1", "--save-model"]
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=400, cwd=ROOT, env=child_env())
+    report = json.loads(proc.stdout)
+    failed = [c for c in report["checks"] if not c["passed"]]
+    assert proc.returncode == 0 and not failed, (failed, proc.stderr[-3000:])
+    names = {c["name"] for c in report["checks"]}
+    assert {"placement: port on 2 simulated GPUs", "2 processes: parameters identical on all ranks",
+            "1-process stdout same as original"} <= names
+    placed = next(c for c in report["checks"] if c["name"] == "placement: port on 2 simulated GPUs")
+    assert "rank 1→cuda:1" in placed["evidence"]
+    assert all(not Path(r["folder"]).exists() for r in report["runs"])  # no --keep: removed
+
+
+def test_sabotaged_port_print_save_every_rank_and_no_setup_are_each_caught(tmp_path: Path) -> None:
+    port = (PORT.replace('rt.print(f"epoch', 'print(f"epoch')
+            .replace('rt.save("model.pt", model.state_dict())', 'torch.save(model.state_dict(), "model.pt")')
+            .replace("model, optimizer = rt.setup(model, optimizer)\n", "")
+            .replace("rt.backward(loss)", "loss.backward()"))
+    failed = _failed(_verify(tmp_path, port))
+    assert "rank 1 printed 2 line(s), first: 'epoch 0 done'" in failed["2 processes: ranks > 0 print nothing"]
+    assert "model.pt written by ranks 0, 1" in failed["2 processes: every file written once, by rank 0"]
+    assert "differs between rank 0 and rank 1" in failed["2 processes: parameters identical on all ranks"]
+    assert "port exits 0 on 2 processes (runtime launcher)" not in failed
+
+
+def test_batches_on_cuda_0_fail_placement_on_rank_1(tmp_path: Path) -> None:
+    port = PORT.replace("    for xb, yb in loader:\n",
+                        '    for xb, yb in loader:\n        xb, yb = xb.to("cuda:0"), yb.to("cuda:0")\n')
+    checks = _verify(tmp_path, port, simulate_gpus=True)
+    failed = _failed(checks)
+    assert set(failed) == {"placement: port on 2 simulated GPUs"}, failed
+    evidence = failed["placement: port on 2 simulated GPUs"]
+    assert evidence.startswith("rank 1 at train.py:20: local rank 1 uses cuda:0 (Tensor.to)"), evidence
+
+
+def test_hang_reports_every_rank_stack(tmp_path: Path) -> None:
+    port = "import os, time\n" + PORT.replace(
+        "for epoch in range(2):\n",
+        'for epoch in range(2):\n    if epoch == 1 and os.environ.get("RANK") == "1":\n        time.sleep(600)\n')
+    check = _verify(tmp_path, port, timeout=25)["port exits 0 on 2 processes (runtime launcher)"]
+    assert not check.passed and check.evidence.startswith("hang: still running after 25s"), check.evidence
+    assert "rank 0:" in check.details and "rank 1:" in check.details, check.details
+    assert 'train.py", line 21' in check.details.split("rank 1:")[1], check.details
