@@ -109,9 +109,18 @@ class _Applier(cst.CSTTransformer):
         out: list[cst.CSTNode] = []
         carry: list[cst.EmptyLine] = []  # comments above a removed statement move down
         pending: list[cst.CSTNode] | None = None  # statements collected for a `with` wrap
+        outside: tuple[list, list] = ([], [])  # inserted statements around the wrapped range
         wrap_end = wrap_with = None
         for o, u in zip(original.body, updated.body):
-            items: list[cst.CSTNode] = list(e.before.get(o, ()))
+            if o in e.wrap:
+                wrap_end, wrap_with = e.wrap[o]
+                pending = []
+            # Statements inserted around a wrapped statement (set-up, collectives) stay out of
+            # the `with rank_zero_first()` / `if is_global_zero:` block: rank 0 alone would run
+            # a collective there while the others wait in the barrier (a deadlock).
+            inserted = (outside[0], outside[1]) if pending is not None else None
+            items: list[cst.CSTNode] = []
+            (inserted[0] if inserted else items).extend(e.before.get(o, ()))
             if self._gone(o):
                 carry.extend(u.leading_lines)
             else:
@@ -123,31 +132,38 @@ class _Applier(cst.CSTTransformer):
                     items.extend(body)
                 else:
                     items.append(u)
-            items.extend(e.after.get(o, ()))
+            (inserted[1] if inserted else items).extend(e.after.get(o, ()))
             if carry and items:
                 first = items[0]
                 own = list(first.leading_lines)
                 lines = [*carry, *own] if any(x.comment for x in carry) or not own else own
                 items[0] = first.with_changes(leading_lines=lines)
                 carry = []
-            if o in e.wrap:
-                wrap_end, wrap_with = e.wrap[o]
-                pending = []
             if pending is not None:
                 pending.extend(items)
                 if o is wrap_end:
-                    out.append(self._wrapped(wrap_with, pending))
-                    pending = None
+                    out.extend(self._around(wrap_with, pending, outside))
+                    pending, outside = None, ([], [])
                 continue
             out.extend(items)
-        if pending:
-            out.append(self._wrapped(wrap_with, pending))
+        if pending or any(outside):
+            out.extend(self._around(wrap_with, pending or [], outside))
         if not out:
             if isinstance(original, cst.Module):
                 return updated.with_changes(body=[])
             self.emptied.add(original)
             out = [_PASS]
         return updated.with_changes(body=out)
+
+    def _around(self, with_node, stmts: list[cst.CSTNode], outside: tuple[list, list]) -> list:
+        """The wrapped block with the statements inserted before and after its range."""
+        if not stmts:
+            return [*outside[0], *outside[1]]
+        block = self._wrapped(with_node, stmts)
+        if outside[0]:
+            outside[0][0] = outside[0][0].with_changes(leading_lines=block.leading_lines)
+            block = block.with_changes(leading_lines=[])
+        return [*outside[0], block, *outside[1]]
 
     @staticmethod
     def _wrapped(with_node: cst.With, stmts: list[cst.CSTNode]) -> cst.With:

@@ -82,6 +82,13 @@ class Vocabulary:
     # How the constructor spells the precision argument and the generic precision names.
     precision_arg: str = "precision"
     precision_names: tuple[tuple[str, str], ...] = ()
+    # Methods of the wrapper that every rank must call (they communicate or wait): never inside
+    # a rank-zero-first block or a rank-0 branch (verify rejects such output).
+    collectives: frozenset[str] = frozenset(
+        {"setup", "setup_dataloaders", "backward", "barrier", "broadcast", "all_reduce",
+         "all_gather", "gather_for_metrics", "reduce_boolean_decision", "rank_zero_first",
+         "save", "load"}
+    )
     extra: dict = field(default_factory=dict, compare=False)
 
 
@@ -103,6 +110,11 @@ FABRIC = Vocabulary(
     eval_data_sharded=False,
     needs_mark_forward_method=True,
     launch_hint="fabric run --accelerator cpu --devices N script.py (do not call fabric.launch())",
+    collectives=frozenset(
+        {"setup", "setup_module", "setup_optimizers", "setup_dataloaders", "backward", "barrier",
+         "broadcast", "all_reduce", "all_gather", "reduce_boolean_decision", "rank_zero_first",
+         "save", "load"}
+    ),
 )
 
 ACCELERATE = Vocabulary(
@@ -149,6 +161,12 @@ ACCELERATE = Vocabulary(
     wrapped_model_transparent=False,
     # AcceleratedOptimizer.step(closure) has no `return`; `.optimizer` is the torch optimizer.
     closure_step="{optimizer}.optimizer.step({closure})",
+    # accelerator.save writes on the main process alone: not a collective.
+    collectives=frozenset(
+        {"prepare", "prepare_model", "prepare_optimizer", "prepare_data_loader", "backward",
+         "wait_for_everyone", "gather", "gather_for_metrics", "reduce", "pad_across_processes",
+         "main_process_first", "save_state", "load_state"}
+    ),
     precision_arg="mixed_precision",
     precision_names=(("16-mixed", "fp16"), ("bf16-mixed", "bf16"), ("32-true", "no")),
     # `accelerate launch --cpu` starts ONE process whatever --num_processes says; on CPUs

@@ -118,3 +118,60 @@ def test_a_file_binding_no_torch_gets_the_import_the_template_reads():
         "import torch.nn.functional as F\nimport torch\nfrom accelerate import Accelerator\n"
     )
     assert "accelerator.gather(torch.tensor([loss.item() > tol]" in result.output
+
+
+BAD_PLACEMENT = textwrap.dedent(
+    """\
+    from {module} import {cls}
+
+    {rt} = {cls}()
+    with {rt}.{first}():
+        train_loader = make_loader(download=True)
+        train_loader = {rt}.{setup}(train_loader)
+    if {rt}.{zero}:
+        {rt}.{barrier}()
+    """
+)
+
+
+@pytest.mark.parametrize("target", sorted(targets.VOCABULARIES))
+def test_a_collective_inside_a_rank_zero_block_is_an_internal_error(target):
+    """Rank 0 would wait in the collective, the others in the block's barrier: a deadlock."""
+    from migrator.verify import VerifyError, rank_zero_collectives, verify
+
+    v = targets.VOCABULARIES[target]
+    bad = BAD_PLACEMENT.format(
+        module=v.wrapper_module, cls=v.wrapper_class, rt=v.wrapper_var,
+        first=v.rank_zero_first.split(".")[1].split("(")[0],
+        setup=v.setup_dataloaders.split(".")[1].split("(")[0],
+        zero=v.is_global_zero.split(".")[1], barrier=v.barrier.split(".")[1].split("(")[0],
+    )
+    assert [line for line, _ in rank_zero_collectives(bad)] == [6, 8]
+    with pytest.raises(VerifyError, match="rank-zero block"):
+        verify(bad, "x.py", lambda m: ([], []), source="make_loader(download=True)\n")
+    # the same calls after the blocks are fine; so is a call the input already had there
+    verify(bad, "x.py", lambda m: ([], []), source=bad)
+
+
+def test_the_set_up_of_a_downloading_loader_goes_after_the_block():
+    src = textwrap.dedent(
+        """\
+        import torch
+        from torch.utils.data import DataLoader
+        from torchvision import datasets
+
+        model = torch.nn.Linear(2, 1)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        loader = DataLoader(datasets.MNIST(".", download=True), batch_size=2)
+        for x, y in loader:
+            opt.zero_grad()
+            model(x).sum().backward()
+            opt.step()
+        """
+    )
+    for target in targets.VOCABULARIES:
+        result = migrate_source(src, path="t.py", options=Options(target=target))
+        assert result.status is Status.CHANGED, result.traceback
+        lines = result.output.splitlines()
+        setup = next(i for i, s in enumerate(lines) if s.startswith("loader = "))
+        assert "download=True" in lines[setup - 1] and lines[setup - 1].startswith("    ")
