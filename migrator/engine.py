@@ -56,9 +56,9 @@ def _migrate(source: str, path: str, options: Options, rewrite: bool = True) -> 
         if options.role is None:  # a file alone: a helper module when importing it does no work
             from dataclasses import replace
 
-            from migrator.program import Role, is_library
+            from migrator.program import Role, is_library, trains
 
-            options = replace(options, role=Role(library=is_library(tree)))
+            options = replace(options, role=Role(library=is_library(tree), trains=trains(tree)))
         if options.role.pass_wrapper or options.role.threaded:
             codes = None  # calls that must pass the wrapper are no rule's anchors
         elif not codes:  # no enabled rule's anchor text is here: provably nothing to do

@@ -104,7 +104,7 @@ class Change:
         return self
 
     def _reads_modules(self, code: str) -> None:
-        """Note the modules generated code reads (``torch.tensor(...)``): the file must bind them."""
+        """Note the modules generated code reads (``torch.tensor``): the file must bind them."""
         import re
 
         from migrator.targets import TEMPLATE_IMPORTS
@@ -171,7 +171,7 @@ def plan(
     for rule in sorted(rules, key=lambda r: (getattr(r, "order", 0), r.code)):
         rule().plan(ctx)
     role = options.role
-    if role is not None and (role.library or role.pass_wrapper):
+    if role is not None and (role.library or role.pass_wrapper or not role.trains):
         from migrator.rules.helper_modules import borrow
 
         borrow(ctx)  # a helper module borrows the entry's wrapper; calls pass it
@@ -188,7 +188,7 @@ def plan(
     if any(c.code.startswith("MIG9") for c, _ in kept):  # needs a human: no partial rewrite
         kept = [(c, s) for c, s in kept if c.code.startswith("MIG9")]
     reuse = facts.wrapper is not None and facts.wrapper.target == vocab.name
-    library = role is not None and role.library
+    library = role is not None and (role.library or not role.trains)
     if not reuse and not library and any(c.uses_wrapper for c, _ in kept):
         # Always applied when something needs it; only its finding obeys select/suppress.
         args: dict[str, str] = {}

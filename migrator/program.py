@@ -45,7 +45,9 @@ HARMLESS = frozenset({"MIG401", "MIG403", "MIG409"})
 class Role:
     """How one file takes part in the migration.
 
-    ``library``: importing it does no work, so it gets no wrapper object; ``threaded``: its
+    ``library``: importing it does no work, so it gets no wrapper object; ``trains``: a
+    script that trains, iterates a DataLoader or has a wrapper already (an inference or
+    data-preparation script gets no wrapper either); ``threaded``: its
     top-level functions that take the wrapper as first parameter; ``pass_wrapper``: the
     spellings (``"train_one_epoch"``, ``"engine.evaluate"``) of calls in this file that must
     pass the wrapper; ``program_calls``: the spellings of every call here of a function of
@@ -53,6 +55,7 @@ class Role:
     """
 
     library: bool = False
+    trains: bool = True
     threaded: frozenset[str] = frozenset()
     pass_wrapper: frozenset[str] = frozenset()
     program_calls: frozenset[str] = frozenset()
@@ -82,6 +85,33 @@ def _builds(tree: ast.Module) -> bool:
                 f = f.value
                 if isinstance(f, ast.Attribute) and f.attr == "optim" or isinstance(f, ast.Name) and f.id == "optim":
                     return True
+    return False
+
+
+# Calls that make a script one whose work a wrapper distributes.
+_TRAINING_CALLS = frozenset({
+    "backward", "step", "zero_grad", "DataLoader", "setup", "setup_dataloaders", "prepare",
+    "Runtime", "Fabric", "Accelerator", "init_process_group", "fit",
+})
+
+
+def trains(tree: ast.Module) -> bool:
+    """True when the script trains (a backward, an optimizer), iterates a DataLoader, or
+    already has a wrapper: the work a wrapper distributes. An inference or data-preparation
+    script runs on one process as it is."""
+    calls = set(_TRAINING_CALLS)
+    for node in ast.walk(tree):  # aliases: from torch.utils.data import DataLoader as DL
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            calls.update(a.asname for a in node.names if a.asname and a.name.rsplit(".", 1)[-1] in _TRAINING_CALLS)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and _last_name(node.func) in calls:
+            return True
+        if isinstance(node, ast.Attribute) and node.attr == "optim":
+            return True
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("torch.optim"):
+            return True
+        if isinstance(node, ast.ImportFrom) and node.module == "torch" and any(a.name == "optim" for a in node.names):
+            return True
     return False
 
 
@@ -183,7 +213,7 @@ def resolve(
         passing = frozenset(r.spelling for r in refs if r.file == path and r.callee in threaded)
         calls = frozenset(r.spelling for r in refs if r.file == path and r.is_call and r.callee[0] != path)
         why = tuple(sorted((f, w) for (p, f), w in blocked.items() if p == path))
-        roles[path] = Role(path in libraries, mine, passing, calls, why)
+        roles[path] = Role(path in libraries, trains(tree) or bool(passing), mine, passing, calls, why)
     return roles
 
 

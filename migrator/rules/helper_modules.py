@@ -3,9 +3,10 @@
 The roles come from ``migrator.program``. In a library file (importing it does no work) the
 rules plan as usual, with the wrapper spelled as a parameter; this step then keeps the
 changes inside the functions that take the wrapper (adding the parameter), turns the unsafe
-ones elsewhere into one MIG908 per function, and drops the rest (prints, data loads, moves:
-noise or the entry's business). In every file, calls of functions that take the wrapper
-pass it (MIG212).
+ones elsewhere into one MIG908 per function, keeps reported hazards and fixes that need no
+wrapper (``os.makedirs(..., exist_ok=True)``), and drops the rest (prints, data loads, moves:
+noise or the entry's business). An inference or data script keeps only MIG9xx. In every
+file, calls of functions that take the wrapper pass it (MIG212).
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ import libcst as cst
 
 from migrator.plan import Change, PlanContext
 from migrator.program import HARMLESS
+
+# Fixes a helper module needs on N processes that need no wrapper: makedirs(exist_ok=True).
+SAFE_ALONE = frozenset({"MIG405"})
 from migrator.rules.base import Rule
 
 
@@ -77,6 +81,9 @@ def borrow(ctx: PlanContext) -> None:
             change.replace(call, lambda new, rt=ctx.rt: new.with_changes(
                 args=[cst.Arg(cst.Name(rt)), *new.args]))
             change.uses_wrapper = True
+    if not role.library and not role.trains:  # an inference or data script: nothing to port
+        ctx.changes[:] = [c for c in ctx.changes if c.code.startswith("MIG9")]
+        return
     if not role.library:
         return
     kept: list[Change] = []
@@ -97,6 +104,8 @@ def borrow(ctx: PlanContext) -> None:
                 change.require(fn.params)
         elif change.uses_wrapper and change.code not in HARMLESS:
             refused.setdefault(name, change)
+        elif change.code in SAFE_ALONE or (not change.fixed and change.code not in HARMLESS):
+            kept.append(change)  # a hazard reported, or fixed without the wrapper (exist_ok=True)
     for name, first in refused.items():
         where = f"{name}()" if name else "its module-level code"
         kept.append(ctx.finding(

@@ -12,7 +12,7 @@ from migrator.batch import Job, run
 from migrator.engine import migrate_source
 from migrator.files import discover
 from migrator.options import Options
-from migrator.program import is_library
+from migrator.program import is_library, trains
 from migrator.results import Status
 
 PROGRAMS = Path(__file__).resolve().parents[2] / "fixtures" / "programs"
@@ -30,8 +30,8 @@ def _copy(tmp_path: Path, name: str) -> Path:
     return dest
 
 
-@pytest.mark.parametrize("name", ["models.py", "data.py"])
-def test_helper_modules_get_no_wrapper_and_no_finding_alone(name):
+@pytest.mark.parametrize("name", ["models.py", "data.py", "infer.py", "make_samples.py"])
+def test_files_that_do_not_train_get_no_wrapper_and_no_finding_alone(name):
     source = (PROGRAMS / "repository" / name).read_text()
     result = migrate_source(source, name, Options())
     assert result.status is Status.UNCHANGED and result.findings == (), result.findings
@@ -80,7 +80,8 @@ def test_program_migration_is_a_fixed_point(target, tmp_path):
 
 def test_repository_helpers_keep_their_semantics(tmp_path):
     out = _migrate_dir(_copy(tmp_path, "repository"), "runtime")
-    assert out["data.py"].status is Status.UNCHANGED, out["data.py"].findings  # torch.load kept
+    for name in ("data.py", "infer.py", "make_samples.py"):  # data.py's torch.load stays
+        assert out[name].status is Status.UNCHANGED, (name, out[name].findings)
     models = out["models.py"].output
     assert "Runtime()" not in models and "def describe(rt, model)" in models
     assert "rt.print(" in models
@@ -125,3 +126,15 @@ def test_module_alias_calls_pass_the_wrapper(tmp_path):
 ])
 def test_is_library(code, library):
     assert is_library(ast.parse(code)) is library
+
+
+@pytest.mark.parametrize(("code", "training"), [
+    ("loss.backward()\n", True),
+    ("opt = torch.optim.SGD(p)\n", True),
+    ("from torch import optim\n", True),
+    ("from torch.utils.data import DataLoader as DL\nloader = DL(ds)\n", True),
+    ("model = Net().to(device)\nprint(model(x))\n", False),
+    ("torch.save(x, 'a.pt')\n", False),
+])
+def test_trains(code, training):
+    assert trains(ast.parse(code)) is training

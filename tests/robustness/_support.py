@@ -9,6 +9,7 @@ from pathlib import Path
 
 from migrator.engine import migrate_source
 from migrator.options import TARGETS, Options
+from migrator.program import Role
 from migrator.results import FileResult, Status
 
 # Names a target module might use to list its targets; the first one found wins. The
@@ -94,8 +95,13 @@ def check_output(source: str, path: str, target: str) -> tuple[FileResult, list[
     status agrees with the text (CHANGED iff output differs); anything not CHANGED comes back
     byte-identical; a CHANGED output parses, compiles and is a fixed point; a file the
     prefilters skipped gives the rules nothing to do when they run anyway.
+
+    Every file is migrated as a training script (``Role()``), whatever it is: most corpus
+    files are helper modules or scripts that do not train, which alone get (almost) no rule's
+    rewrite, and the sweep is here to exercise the rules (tests/migrator/test_program.py
+    covers the roles).
     """
-    options = Options(target=target)
+    options = Options(target=target, role=Role())
     result = migrate_source(source, path, options)
     problems: list[str] = []
     if not isinstance(result, FileResult):

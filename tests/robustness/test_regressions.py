@@ -34,6 +34,7 @@ def make(path, flag, **kw):
 
 
 model = torch.nn.Linear(2, 2)
+from torch import optim  # noqa: E402,F401 - a training script (alone, nothing to port)
 """
 
 
@@ -78,8 +79,8 @@ def test_unreadable_subdirectory_gets_one_mig003_line(tmp_path: Path) -> None:
         pytest.skip("cannot make a directory unreadable here (no way to drop CAP_DAC_OVERRIDE)")
     tree = tmp_path / "tree"
     (tree / "locked").mkdir(parents=True)
-    (tree / "locked" / "hidden.py").write_text("import torch\nx = torch.zeros(1).cuda()\n")
-    (tree / "ok.py").write_text("import torch\nx = torch.zeros(1).cuda()\n")
+    (tree / "locked" / "hidden.py").write_text("import torch\nfrom torch import optim\nx = torch.zeros(1).cuda()\n")
+    (tree / "ok.py").write_text("import torch\nfrom torch import optim\nx = torch.zeros(1).cuda()\n")
     (tree / "locked").chmod(0)
     try:
         proc = run_cli(["--write", "tree"], cwd=tmp_path, timeout=300)
@@ -106,7 +107,7 @@ def _temp(directory: Path, name: str, age_s: float) -> Path:
 
 def test_write_removes_only_its_own_stale_temp_files(tmp_path: Path) -> None:
     script = tmp_path / "train.py"
-    script.write_text("import torch\nx = torch.zeros(1).cuda()\n")
+    script.write_text("import torch\nfrom torch import optim\nx = torch.zeros(1).cuda()\n")
     old = STALE_TEMP_S + 600
     stale = _temp(tmp_path, ".train.py.ab_3xy9z.tmp", old)
     fresh = _temp(tmp_path, ".train.py.k2m4n6p8.tmp", 0)  # a live concurrent write: kept
