@@ -146,12 +146,55 @@ def _to_device_arg(args, kwargs):
     return None, None
 
 
+def _from_user_code() -> bool:
+    """Whether the innermost Python frame outside this file is in the script's folder."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename == __file__:
+        frame = frame.f_back
+    return (frame is not None and _state is not None
+            and os.path.realpath(frame.f_code.co_filename).startswith(_state.script_dir))
+
+
+_DEVICE_GET = torch._C.TensorBase.device.__get__
+_IS_CUDA_GET = torch._C.TensorBase.is_cuda.__get__
+_GET_DEVICE = torch.Tensor.get_device
+
+
+def _user_cuda_index(t) -> int | None:
+    """The logical CUDA index of ``t`` when the script's own code asks, else None."""
+    d = t.__dict__.get(_ATTR) if _state is not None else None
+    if d and d.startswith("cuda") and _from_user_code():
+        return int(d.split(":")[1])
+    return None
+
+
+def _patch_tensor_properties() -> None:
+    """``x.device`` / ``x.is_cuda`` (not routed through torch-function modes) tell the script's
+    own code the logical device, so ``device=x.device`` follows x; torch and libraries keep
+    seeing the CPU tensor they really hold."""
+
+    def device(self):
+        index = _user_cuda_index(self)
+        return _DEVICE_GET(self) if index is None else torch.device("cuda", index)
+
+    def is_cuda(self):
+        return _IS_CUDA_GET(self) or _user_cuda_index(self) is not None
+
+    torch.Tensor.device = property(device)
+    torch.Tensor.is_cuda = property(is_cuda)
+
+
 class SimulatedCudaMode(TorchFunctionMode):
     """Strips CUDA devices to the CPU, tags tensors with their logical device, flags misuse."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = dict(kwargs or {})
+        if func is _GET_DEVICE:
+            index = _user_cuda_index(args[0])
+            return func(*args, **kwargs) if index is None else index
         name = getattr(func, "__name__", "")
+        if name == "type" and len(args) > 1 and isinstance(args[1], type) and hasattr(args[1], "_tm_dtype"):
+            return self._moved(args[0], args[0].to(args[1]._tm_dtype), _use(args[1]._tm_index(), "Tensor.type"))
         dev = None
         if name == "numpy" or name == "__array__":
             d = logical(args[0]) if args else None
@@ -227,8 +270,55 @@ _FACTORIES = {
 }
 
 
+class _FakeStream:
+    """Stands for ``torch.cuda.Stream``/``Event``: every method does nothing (no CUDA work)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.device = torch.device("cpu")
+
+    def __getattr__(self, name):
+        return lambda *a, **k: None if name != "query" else True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+def _legacy_type(name: str, dtype: torch.dtype) -> type:
+    """``torch.cuda.FloatTensor`` & co: make a CPU tensor tagged with the current device."""
+
+    def new(cls, *args, **kwargs):
+        if args and isinstance(args[0], (list, tuple, int, float)) and not all(isinstance(a, int) for a in args):
+            t = torch.tensor(args[0], dtype=dtype)
+        elif args and isinstance(args[0], torch.Tensor):
+            t = args[0].to(dtype)
+        else:
+            t = torch.empty(*args, dtype=dtype)
+        _tag(t, _use(cls._tm_index(), f"torch.cuda.{name}"))
+        return t
+
+    def index(cls=None) -> int:
+        assert _state is not None
+        return _state.current
+
+    return type(name, (), {"__new__": new, "_tm_dtype": dtype, "_tm_index": staticmethod(index)})
+
+
+_LEGACY = {"FloatTensor": torch.float32, "DoubleTensor": torch.float64, "HalfTensor": torch.float16,
+           "BFloat16Tensor": torch.bfloat16, "LongTensor": torch.int64, "IntTensor": torch.int32,
+           "ShortTensor": torch.int16, "CharTensor": torch.int8, "ByteTensor": torch.uint8,
+           "BoolTensor": torch.bool}
+
+
 def _patch_cuda(state: _State) -> None:
     cuda = torch.cuda
+    for legacy, dtype in _LEGACY.items():
+        setattr(cuda, legacy, _legacy_type(legacy, dtype))
+    cuda.Stream = cuda.Event = _FakeStream
+    cuda.stream = lambda s=None: _FakeStream()
+    cuda.current_stream = cuda.default_stream = lambda *a, **k: _FakeStream()
 
     def set_device(device) -> None:
         idx = device if isinstance(device, int) else cuda_index(device)
@@ -349,8 +439,14 @@ def install(local_rank: int, devices: int, script_dir: str, record) -> None:
     _patch_cuda(_state)
     _patch_modules()
     _patch_dist_and_data()
+    _patch_tensor_properties()
     _mode = SimulatedCudaMode()
     _mode.__enter__()
+
+
+def install_queries(devices: int) -> None:
+    """Only the ``torch.cuda`` queries (for a launcher process that counts GPUs, runs no script)."""
+    _patch_cuda(_State(0, devices, os.getcwd(), lambda *a, **k: None))
 
 
 def uninstall() -> None:

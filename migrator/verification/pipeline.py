@@ -129,7 +129,7 @@ def _verify(req: Request, report: Report, work: Path, progress: Progress) -> Non
     add(checks.rank_silent(f"{n}: ranks > 0 print nothing", many))
     add(checks.files_once(f"{n}: every file written once, by rank 0", many, single))
     add(checks.checkpoints_load(f"{n}: checkpoints load", many, original))
-    if not many.hung:
+    if many.returncode == 0:
         add(checks.ranks_in_sync(f"{n}: parameters identical on all ranks", many))
     if req.simulate_gpus:
         add(checks.placement(f"placement: port on {req.devices} simulated GPUs", many))

@@ -26,7 +26,9 @@ def _install(directory):
     pid = os.getpid()
     stacks = open(os.path.join(directory, f"stack-{rank}-{pid}.txt"), "w")  # noqa: SIM115
     faulthandler.register(signal.SIGUSR1, file=stacks, all_threads=True)
-    if rank == "-":
+    if rank == "-":  # a launcher: it counts the (simulated) GPUs, it runs no script
+        if os.environ.get("TM_VERIFY_SIMULATE"):
+            _simulate().install_queries(int(os.environ.get("TM_VERIFY_DEVICES") or 1))
         return
     faulthandler.enable(file=stacks)
     root = os.path.realpath(os.environ.get("TM_VERIFY_SCRIPT_DIR", os.getcwd()))
@@ -94,16 +96,20 @@ def _install(directory):
         os.close(out)
     atexit.register(_at_exit, record, written, saved, stepped)
     sys.addaudithook(hook)
-    simulate = os.environ.get("TM_VERIFY_SIMULATE")
-    if simulate:
-        import importlib.util
-
-        spec = importlib.util.spec_from_file_location("_tm_verify_simulate", simulate)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
+    if os.environ.get("TM_VERIFY_SIMULATE"):
         devices = int(os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("TM_VERIFY_DEVICES") or 1)
-        module.install(int(os.environ.get("LOCAL_RANK", "0")), devices, root, record)
+        _simulate().install(int(os.environ.get("LOCAL_RANK", "0")), devices, root, record)
+
+
+def _simulate():
+    """runtime/simulate.py, loaded by path (the runtime package's __init__ is not needed)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_tm_verify_simulate", os.environ["TM_VERIFY_SIMULATE"])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def _signature(obj, prefix="", out=None, depth=0):
