@@ -24,11 +24,14 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import weakref
 
 import torch
 from torch.overrides import TorchFunctionMode
 
-_ATTR = "_tm_logical_device"
+# id(tensor) -> (weak reference, logical device). Not a tensor attribute: torch.save pickles a
+# tensor's __dict__, and a tag saved by rank 0 would come back on rank 1 with the checkpoint.
+_TAGS: dict[int, tuple[weakref.ref, str]] = {}
 _HERE = os.path.abspath(__file__)
 # Ops whose CUDA forms accept CPU (or mixed) tensor arguments: never a mixing violation.
 _MIXING_OK = {
@@ -110,7 +113,16 @@ def cuda_index(device) -> int | None:
 
 def logical(t) -> str | None:
     """The logical device of tensor ``t`` ("cpu", "cuda:k"), None when unknown (made by C++)."""
-    return getattr(t, _ATTR, None) if isinstance(t, torch.Tensor) else None
+    if not isinstance(t, torch.Tensor):
+        return None
+    entry = _TAGS.get(id(t))
+    return entry[1] if entry is not None and entry[0]() is t else None
+
+
+def _forget(ref: weakref.ref, key: int) -> None:
+    entry = _TAGS.get(key)
+    if entry is not None and entry[0] is ref:
+        del _TAGS[key]
 
 
 def _tag(obj, dev: str | None) -> None:
@@ -118,8 +130,13 @@ def _tag(obj, dev: str | None) -> None:
         return
     if isinstance(obj, torch.Tensor):
         try:
-            setattr(obj, _ATTR, dev)
-        except (AttributeError, RuntimeError):
+            key = id(obj)
+            entry = _TAGS.get(key)
+            if entry is not None and entry[0]() is obj:
+                _TAGS[key] = (entry[0], dev)
+            else:
+                _TAGS[key] = (weakref.ref(obj, lambda r, k=key: _forget(r, k)), dev)
+        except (AttributeError, RuntimeError, TypeError):
             pass
     elif isinstance(obj, (tuple, list)):
         for o in obj:
@@ -162,7 +179,7 @@ _GET_DEVICE = torch.Tensor.get_device
 
 def _user_cuda_index(t) -> int | None:
     """The logical CUDA index of ``t`` when the script's own code asks, else None."""
-    d = t.__dict__.get(_ATTR) if _state is not None else None
+    d = logical(t) if _state is not None else None
     if d and d.startswith("cuda") and _from_user_code():
         return int(d.split(":")[1])
     return None
@@ -312,6 +329,11 @@ _LEGACY = {"FloatTensor": torch.float32, "DoubleTensor": torch.float64, "HalfTen
            "BoolTensor": torch.bool}
 
 
+class _Properties:
+    name, major, minor = "Simulated GPU (torch-migrate verify)", 8, 0
+    total_memory, multi_processor_count, is_integrated = 80 * 2**30, 108, False
+
+
 def _patch_cuda(state: _State) -> None:
     cuda = torch.cuda
     for legacy, dtype in _LEGACY.items():
@@ -342,6 +364,7 @@ def _patch_cuda(state: _State) -> None:
     cuda.get_device_name = lambda *a, **k: "Simulated GPU (torch-migrate verify)"
     cuda.get_device_capability = lambda *a, **k: (8, 0)
     cuda.is_bf16_supported = lambda *a, **k: True
+    cuda.get_device_properties = lambda *a, **k: _Properties()
     cuda.get_rng_state = lambda *a, **k: torch.get_rng_state()
     cuda.set_rng_state = lambda *a, **k: None
     cuda.get_rng_state_all = lambda: [torch.get_rng_state() for _ in range(state.devices)]
@@ -392,6 +415,19 @@ def _patch_modules() -> None:
         ddp_init(self, module, None, None, *args, **kwargs)
 
     ddp.__init__ = ddp_init_sim
+
+    def data_parallel_init(self, module, device_ids=None, output_device=None, dim=0):
+        # Runs the module as it is (one CPU "replica"); every device it would use is recorded.
+        nn.Module.__init__(self)
+        assert _state is not None
+        ids = range(_state.devices) if device_ids is None else device_ids
+        for d in ids:
+            _use(cuda_index(torch.device("cuda", d) if isinstance(d, int) else d),
+                 "DataParallel(device_ids=...)")
+        self.module, self.device_ids, self.dim, self.output_device = module, [], dim, None
+        self.src_device_obj = torch.device("cpu")
+
+    nn.DataParallel.__init__ = data_parallel_init
 
 
 def _patch_dist_and_data() -> None:

@@ -94,6 +94,7 @@ def _install(directory):
         sys.stdout.flush()
         os.dup2(out, 1)
         os.close(out)
+    _capture_script_globals()
     atexit.register(_at_exit, record, written, saved, stepped)
     sys.addaudithook(hook)
     if os.environ.get("TM_VERIFY_SIMULATE"):
@@ -110,6 +111,42 @@ def _simulate():
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+_SCRIPT = {}
+
+
+def _capture_script_globals():
+    """Keep the globals of a script started through ``runpy.run_path`` (``migrate run``'s
+    worker): at exit ``__main__`` is the worker again, and a whole-model pickle of a class
+    defined in the script needs the script's ``__main__`` to load."""
+    import runpy
+
+    original = runpy.run_path
+
+    def run_path(path_name, init_globals=None, run_name=None):
+        result = original(path_name, init_globals, run_name)
+        if run_name == "__main__":
+            _SCRIPT["globals"] = result
+        return result
+
+    runpy.run_path = run_path
+
+
+def _load(torch, path):
+    """``torch.load`` with the script's classes reachable as ``__main__`` (see above)."""
+    script = _SCRIPT.get("globals")
+    if script is None:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    import types
+
+    main, module = sys.modules.get("__main__"), types.ModuleType("__main__")
+    module.__dict__.update(script)
+    sys.modules["__main__"] = module
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    finally:
+        sys.modules["__main__"] = main
 
 
 def _signature(obj, prefix="", out=None, depth=0):
@@ -155,7 +192,7 @@ def _at_exit(record, written, saved, stepped):
                 continue
             rel = os.path.relpath(path, root)
             try:
-                obj = torch.load(path, map_location="cpu", weights_only=False)
+                obj = _load(torch, path)
                 record("checkpoint", path=rel, ok=True, keys=_signature(obj))
             except Exception as exc:  # noqa: BLE001 - reported by the parent
                 record("checkpoint", path=rel, ok=False, error=f"{type(exc).__name__}: {exc}"[:300])
