@@ -82,6 +82,9 @@ class Vocabulary:
     # How the constructor spells the precision argument and the generic precision names.
     precision_arg: str = "precision"
     precision_names: tuple[tuple[str, str], ...] = ()
+    # Statements that tear the process group down at the end of the script's main path
+    # (None: the target does it at exit itself; the runtime registers an atexit teardown).
+    teardown: str | None = None
     # Methods of the wrapper that every rank must call (they communicate or wait): never inside
     # a rank-zero-first block or a rank-0 branch (verify rejects such output).
     collectives: frozenset[str] = frozenset(
@@ -110,6 +113,13 @@ FABRIC = Vocabulary(
     eval_data_sharded=False,
     needs_mark_forward_method=True,
     launch_hint="fabric run --accelerator cpu --devices N script.py (do not call fabric.launch())",
+    # Fabric has no public teardown; its atexit hook runs too late for gloo (a rank exiting
+    # while a peer still tears its pairs down aborts that peer: "terminate called ...").
+    teardown=(
+        "{rt}.barrier()\n"
+        "if torch.distributed.is_initialized():\n"
+        "    torch.distributed.destroy_process_group()\n"
+    ),
     collectives=frozenset(
         {"setup", "setup_module", "setup_optimizers", "setup_dataloaders", "backward", "barrier",
          "broadcast", "all_reduce", "all_gather", "reduce_boolean_decision", "rank_zero_first",
@@ -167,6 +177,8 @@ ACCELERATE = Vocabulary(
          "wait_for_everyone", "gather", "gather_for_metrics", "reduce", "pad_across_processes",
          "main_process_first", "save_state", "load_state"}
     ),
+    # Stops trackers and destroys the process group.
+    teardown="{rt}.end_training()\n",
     precision_arg="mixed_precision",
     precision_names=(("16-mixed", "fp16"), ("bf16-mixed", "bf16"), ("32-true", "no")),
     # `accelerate launch --cpu` starts ONE process whatever --num_processes says; on CPUs

@@ -19,6 +19,11 @@ class WrapperObjectRule(Rule):
     Rewrites that need it (setup, backward, device, ...) create it; it is never created
     for nothing. Precision found in the script (AMP) becomes the constructor default; the
     launcher (`migrate run --precision`, `fabric run --precision`) may override it.
+    Targets whose process group outlives the script get their teardown at the end of the
+    main path (after `main()` in the `if __name__ == "__main__":` block, else at the end of
+    the module; before a final `sys.exit`): `accelerator.end_training()`, Fabric:
+    `fabric.barrier()` and `torch.distributed.destroy_process_group()`. The runtime tears
+    down at exit itself.
 
     **Why**: one object owns the device, the strategy and the precision for the whole script;
     module level means functions, classes and globals all see the same one.
@@ -65,7 +70,58 @@ def create_wrapper(ctx: PlanContext, node: cst.CSTNode, wrapper_args: dict[str, 
     if _imports_class(ctx):
         new = new[1:]
     _place(change, node, body, new)
+    if v.teardown is not None:
+        _teardown(change, body)
     return change
+
+
+def _teardown(change: Change, body) -> None:
+    """The target's teardown after the last statement of the main path: the end of the
+    ``if __name__ == "__main__":`` block, else of the module. A script whose main path ends in
+    ``sys.exit(main())`` gets it before that statement's exit, around the call."""
+    ctx = change.ctx
+    last = body[-1]
+    for stmt in body:
+        if isinstance(stmt, cst.If) and _is_main_test(stmt.test):
+            last = stmt.body.body[-1]
+    code = change.code_text(ctx.vocab.teardown)
+    new = list(cst.parse_module(code).body)
+    new[0] = new[0].with_changes(leading_lines=[])
+    exit_call = _exit_call(ctx, last)
+    if exit_call is None:
+        change.insert_after(last, *new)
+        return
+    # sys.exit(main()): the value is computed first, the group torn down, then the exit.
+    value = exit_call.args[0].value if exit_call.args else None
+    if value is None or isinstance(value, (cst.Integer, cst.SimpleString, cst.Name)):
+        change.insert_before(last, *new)
+        return
+    name = ctx.facts.free_name("exit_code")
+    change.insert_before(last, cst.parse_statement(f"{name} = {ctx.ix.code(value)}\n"), *new)
+    change.replace(exit_call.args[0], exit_call.args[0].with_changes(value=cst.Name(name)))
+
+
+def _is_main_test(test: cst.BaseExpression) -> bool:
+    return (
+        isinstance(test, cst.Comparison)
+        and isinstance(test.left, cst.Name) and test.left.value == "__name__"
+        and len(test.comparisons) == 1 and isinstance(test.comparisons[0].operator, cst.Equal)
+        and isinstance(test.comparisons[0].comparator, cst.SimpleString)
+        and test.comparisons[0].comparator.evaluated_value == "__main__"
+    )
+
+
+def _exit_call(ctx: PlanContext, stmt: cst.CSTNode) -> cst.Call | None:
+    """The ``sys.exit(...)`` / ``exit(...)`` call that ``stmt`` is, if any."""
+    if not (isinstance(stmt, cst.SimpleStatementLine) and isinstance(stmt.body[-1], cst.Expr)):
+        return None
+    call = stmt.body[-1].value
+    if not isinstance(call, cst.Call):
+        return None
+    q = ctx.ix.call_qname(call)
+    if q in ("sys.exit", "builtins.exit", "builtins.quit", "exit", "quit"):
+        return call
+    return None
 
 
 def missing_imports(ctx: PlanContext, changes: list[Change], node: cst.CSTNode) -> Change | None:
