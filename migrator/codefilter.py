@@ -165,7 +165,10 @@ CODE_ANCHORS: dict[str, Anchor] = {
     "MIG402": lambda s: s.calls("save"),
     "MIG403": lambda s: s.calls("load"),
     "MIG404": lambda s: s.calls("save"),
-    "MIG405": lambda s: s.uses_part("download") or s.calls("makedirs", "mkdir", "urlretrieve", "load_dataset"),
+    "MIG405": lambda s: s.uses_part("download") or s.calls(
+        "makedirs", "mkdir", "urlretrieve", "load_dataset", "requests", "extractall", "extract",
+        "unpack_archive",
+    ),
     # save_image / savefig / imsave / np.save*, onnx export, df.to_*, open(..., "w")
     "MIG406": lambda s: (
         s.calls_part("save")

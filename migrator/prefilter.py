@@ -95,7 +95,11 @@ ANCHORS: dict[str, tuple] = {
     "MIG402": (words("save"),),
     "MIG403": (words("load"),),
     "MIG404": (words("save"),),
-    "MIG405": (text("download"), words("makedirs", "mkdir", "urlretrieve", "load_dataset")),
+    "MIG405": (
+        text("download"),
+        words("makedirs", "mkdir", "urlretrieve", "load_dataset", "requests", "extractall",
+              "extract", "unpack_archive"),
+    ),
     # save_image, savefig, imsave, np.save*, torch.onnx.export, df.to_csv..., open(.., "w")
     "MIG406": (text("save"), words("onnx", "to_csv", "to_json", "to_parquet", "open")),
     "MIG407": (LOADER,),

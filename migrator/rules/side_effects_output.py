@@ -120,8 +120,11 @@ class RankZeroWrite(Rule):
     def plan(self, ctx) -> None:
         plain: dict[cst.CSTNode, object] = {}
         taken: set[str] = set()
+        downloads = getattr(ctx, "zero_first", set())  # MIG405's guarded download statements
         for node, stmt in self._writes(ctx):
-            if in_rank_zero_guard(ctx, stmt):
+            if in_rank_zero_guard(ctx, stmt) or any(
+                a in downloads for a in (stmt, *ctx.ix.ancestors(stmt))
+            ):
                 continue
             if isinstance(stmt, cst.With):
                 handles = [
