@@ -370,6 +370,14 @@ def _patch_cuda(state: _State) -> None:
     cuda.get_rng_state_all = lambda: [torch.get_rng_state() for _ in range(state.devices)]
     cuda.set_rng_state_all = lambda *a, **k: None
     torch.backends.cudnn.is_available = lambda: True
+    accel = getattr(torch, "accelerator", None)  # torch >= 2.6: what Accelerate asks first
+    if accel is not None:
+        accel.current_accelerator = lambda *a, **k: torch.device("cuda", state.current)
+        accel.is_available = lambda: True
+        accel.device_count = lambda: state.devices
+        accel.current_device_index = accel.current_device_idx = lambda: state.current
+        accel.set_device_index = accel.set_device_idx = set_device
+        accel.synchronize = lambda *a, **k: None
 
 
 def _patch_modules() -> None:
