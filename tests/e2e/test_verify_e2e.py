@@ -124,3 +124,35 @@ def test_hang_reports_every_rank_stack(tmp_path: Path) -> None:
     assert not check.passed and check.evidence.startswith("hang: still running after 25s"), check.evidence
     assert "rank 0:" in check.details and "rank 1:" in check.details, check.details
     assert 'train.py", line 21' in check.details.split("rank 1:")[1], check.details
+
+
+SIMULATED = '''\
+import torch
+x = torch.randn(3).to("cuda")          # line 2: bare "cuda" is cuda:0 until set_device: rank 1 violates
+torch.cuda.set_device(1)
+y = torch.randn(3).cuda()              # line 4: now cuda:1, fine
+z = torch.arange(3, device=y.device)   # line 5: follows y (x.device is logical for the script)
+print(y.device, z.device, y.is_cuda, torch.cuda.device_count())
+w = y + torch.ones(3)                  # line 7: a CPU tensor mixed into a cuda op
+y.numpy()                              # line 8: .numpy() of a cuda tensor
+'''
+
+
+def test_simulated_cuda_records_each_misuse_with_its_call_site(tmp_path: Path) -> None:
+    from migrator.verification.runs import Run, execute
+    from migrator.verification.runs import child_env as verify_env
+
+    (tmp_path / "sim.py").write_text(SIMULATED)
+    audit = tmp_path / "audit"
+    audit.mkdir()
+    env = verify_env(audit, tmp_path, single=True, simulate=True, devices=2,
+                     extra={"LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"})
+    run = execute(Run("sim", [sys.executable, "sim.py"], tmp_path, audit), env, 60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == "cuda:1 cuda:1 True 2\n"
+    found = {(r["site"], r["message"].split(" (")[0]) for r in run.of("placement")}
+    assert found == {
+        ("sim.py:2", "local rank 1 uses cuda:0"),
+        ("sim.py:7", "add mixes a CPU tensor and a tensor on cuda:1"),
+        ("sim.py:8", ".numpy() of a tensor on cuda:1"),
+    }, found
