@@ -154,7 +154,7 @@ CODE_ANCHORS: dict[str, Anchor] = {
     "MIG205": lambda s: s.uses("autocast", "GradScaler"),
     "MIG206": _BACKWARD,
     "MIG207": lambda s: s.uses_part("clip_grad_"),
-    "MIG208": lambda s: s.uses("DataParallel"),
+    "MIG208": lambda s: s.uses("DataParallel", "data_parallel"),
     "MIG209": _MODELS,
     "MIG210": _MODELS,
     "MIG211": _MODELS,

@@ -84,7 +84,7 @@ ANCHORS: dict[str, tuple] = {
     "MIG205": (words("autocast", "GradScaler"),),
     "MIG206": (BACKWARD,),
     "MIG207": (text("clip_grad_"),),  # clip_grad_norm(_), clip_grad_value_
-    "MIG208": (words("DataParallel"),),
+    "MIG208": (words("DataParallel", "data_parallel"),),
     "MIG209": MODELS,
     "MIG210": MODELS,
     "MIG211": MODELS,

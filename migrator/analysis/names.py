@@ -8,6 +8,8 @@ DATA_PARALLEL = {
     "torch.nn.parallel.DataParallel",
     "torch.nn.parallel.data_parallel.DataParallel",
 }
+# The functional form: data_parallel(module, inputs, device_ids) inside a forward.
+DATA_PARALLEL_FN = {"torch.nn.parallel.data_parallel", "torch.nn.parallel.data_parallel.data_parallel"}
 AUTOCAST = {
     "torch.autocast": None,
     "torch.amp.autocast": None,

@@ -27,7 +27,8 @@ class _LoaderRule(Rule):
                 call = change.code_text(template, loader=name)
                 change.insert_after(ld.stmt, cst.parse_statement(f"{name} = {call}\n"))
             else:
-                call = change.code_text(template, loader=ld.call)
+                shown = ld.call if "\n" not in ctx.ix.code(ld.call) else f"{ctx.ix.code(ld.call.func)}(...)"
+                call = change.code_text(template, loader=shown)
                 change.replace(ld.call, lambda u, t=template, c=change: cst.parse_expression(
                     c.code_text(t, loader=cst.Module(body=[]).code_for_node(u))
                 ))
@@ -129,6 +130,7 @@ class ReplicatedDataRule(Rule):
 
     def plan(self, ctx: PlanContext) -> None:
         loader_loops = {loop for ld in ctx.facts.loaders for loop in ld.loops}
+        reads_loader = _loader_reader(ctx)
         seen = set()
         for b in ctx.facts.backwards:
             loops = ctx.ix.loops_around(b.call)
@@ -142,11 +144,45 @@ class ReplicatedDataRule(Rule):
             if not loops or loops[0] in seen:
                 continue
             seen.add(loops[0])
-            if any(loop in loader_loops for loop in loops):
-                continue
+            if any(loop in loader_loops or reads_loader(loop) for loop in loops):
+                continue  # set up as a DataLoader (MIG301): an inline loader, next(iter(loader))
             ctx.finding(
                 self.code, loops[0],
                 "training data here is not a DataLoader: every process trains on the same "
                 "(replicated) data; shard it by rank by hand if needed",
                 fixed=False,
             )
+
+
+_ITERATORS = {"iter", "cycle", "islice", "enumerate", "zip", "tqdm"}
+
+
+def _len_of(ix, node: cst.CSTNode) -> bool:
+    """``len(loader)``: a count, not the data."""
+    arg = ix.parent.get(node)
+    call = ix.parent.get(arg) if isinstance(arg, cst.Arg) else None
+    return isinstance(call, cst.Call) and isinstance(call.func, cst.Name) and call.func.value == "len"
+
+
+def _loader_reader(ctx: PlanContext):
+    """A test: does a loop hold a DataLoader (an inline ``DataLoader(...)``, a reference to
+    one) or a name bound from one (``it = iter(loader)`` read by ``next(it)``)?"""
+    ix = ctx.ix
+    nodes = [n for ld in ctx.facts.loaders for n in (ld.call, *ld.refs) if not _len_of(ix, n)]
+    derived: set[str] = set()
+    for node in nodes:
+        arg = ix.parent.get(node)
+        call = ix.parent.get(arg) if isinstance(arg, cst.Arg) else None
+        assign = ix.parent.get(call) if isinstance(call, cst.Call) else None
+        name = call.func.attr if isinstance(call, cst.Call) and isinstance(call.func, cst.Attribute) else (
+            call.func if isinstance(call, cst.Call) else None
+        )
+        if isinstance(assign, cst.Assign) and isinstance(name, cst.Name) and name.value in _ITERATORS:
+            derived.update(t.target.value for t in assign.targets if isinstance(t.target, cst.Name))
+
+    def reads(loop: cst.CSTNode) -> bool:
+        return any(ix.inside(n, loop) for n in nodes) or any(
+            n.value in derived for n in ix.subtree(loop, cst.Name)
+        )
+
+    return reads

@@ -221,6 +221,9 @@ class DataParallelRule(Rule):
     **Why**: DataParallel inside a distributed process would split each process's batch over
     all GPUs again.
 
+    The functional form inside a forward, `nn.parallel.data_parallel(self.main, x,
+    range(self.ngpu))`, becomes the module's own call `self.main(x)`.
+
     **Before**: `model = nn.DataParallel(model)`  **After**: (removed)
     """
 
@@ -231,6 +234,9 @@ class DataParallelRule(Rule):
     def plan(self, ctx: PlanContext) -> None:
         ix = ctx.ix
         for call in ix.calls:
+            if ix.call_qname(call) in N.DATA_PARALLEL_FN:
+                self._functional(ctx, call)
+                continue
             if ix.call_qname(call) not in N.DATA_PARALLEL or not call.args:
                 continue
             assign = ix.parent.get(call)
@@ -246,6 +252,35 @@ class DataParallelRule(Rule):
             else:
                 change.replace(call, lambda u: u.args[0].value)
             self._strip_module_before_setup(ctx, change, ctx.facts.model_of(target), call)
+
+    def _functional(self, ctx, call: cst.Call) -> None:
+        """``data_parallel(module, inputs, device_ids, ...)`` -> ``module(inputs)``: every
+        process would split its own batch over all GPUs again."""
+        message = (
+            "data_parallel splits each process's batch over all GPUs again: call the module "
+            "directly (setup distributes the model)"
+        )
+        keys = [a.keyword.value if a.keyword else i for i, a in enumerate(call.args)]
+        known = {0, 1, 2, 3, 4, "module", "inputs", "device_ids", "output_device", "dim"}
+        if any(a.star for a in call.args) or not set(keys) <= known or not (
+            {0, "module"} & set(keys) and {1, "inputs"} & set(keys)
+        ):
+            ctx.finding(self.code, call, message, fixed=False)  # module_kwargs, *args: by hand
+            return
+
+        def direct(u: cst.Call) -> cst.Call:
+            args = {k: a.value for k, a in zip(keys, u.args)}
+            module, inputs = args.get(0, args.get("module")), args.get(1, args.get("inputs"))
+            values = [e.value for e in inputs.elements] if isinstance(inputs, cst.Tuple) else [inputs]
+            stars = [isinstance(e, cst.StarredElement) for e in inputs.elements] if isinstance(inputs, cst.Tuple) else [False]
+            comma = cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
+            new = [
+                cst.Arg(v, star="*" if s else "", comma=comma if i < len(values) - 1 else cst.MaybeSentinel.DEFAULT)
+                for i, (v, s) in enumerate(zip(values, stars))
+            ]
+            return cst.Call(func=module, args=new)
+
+        ctx.finding(self.code, call, message).replace(call, direct)
 
     @staticmethod
     def _strip_module_before_setup(ctx, change, m, call) -> None:
