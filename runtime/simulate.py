@@ -378,6 +378,7 @@ def _patch_cuda(state: _State) -> None:
         accel.current_device_index = accel.current_device_idx = lambda: state.current
         accel.set_device_index = accel.set_device_idx = set_device
         accel.synchronize = lambda *a, **k: None
+        accel.current_stream = lambda *a, **k: _FakeStream()  # is_capturing() -> None: falsy
 
 
 def _patch_modules() -> None:
