@@ -22,6 +22,7 @@ with the ordinary rules (``needs``).
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import PurePath
@@ -115,6 +116,16 @@ def trains(tree: ast.Module) -> bool:
     return False
 
 
+def _runs(tree: ast.Module) -> bool:
+    """A script someone runs: a ``__main__`` guard, or a loop at module level."""
+    for stmt in tree.body:
+        if isinstance(stmt, (ast.For, ast.While, ast.AsyncFor)):
+            return True
+        if isinstance(stmt, ast.If) and "__name__" in {n.id for n in ast.walk(stmt.test) if isinstance(n, ast.Name)}:
+            return True
+    return False
+
+
 def _binds_only(stmt: ast.stmt) -> bool:
     if isinstance(stmt, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Pass)):
         return True
@@ -167,33 +178,35 @@ def resolve(
 ) -> dict[str, Role]:
     """Roles of the files of one program (display path -> source text).
 
-    ``needs(path, source)`` plans a library file on its own and returns, per top-level
-    function, the codes of its changes that use the wrapper. Files that import no other
-    file of the program and that no file imports keep the single-file role.
+    ``needs(path, source)`` plans a helper module on its own and returns, per top-level
+    function, the codes of its changes that use the wrapper. Work grows with the program,
+    not the directory: only scripts someone runs (a ``__main__`` guard or a module-level
+    loop) that train, the helpers they reach, and the files that name a borrowing function
+    are parsed; every other file keeps the role the engine gives it alone (None here).
     """
-    trees = {}
-    for path, text in sources.items():
-        try:
-            trees[path] = ast.parse(text)
-        except (SyntaxError, ValueError, RecursionError, MemoryError):
-            continue  # the engine reports it
-    modules = _module_names(trees)
-    refs: list[_Ref] = []
-    for path, tree in trees.items():
-        refs += _references(path, tree, modules, trees)
-    libraries = {p for p, t in trees.items() if is_library(t)}
-    used = {r.callee[0] for r in refs if r.callee[0] != r.file} & libraries
+    program = _Program(sources)
+    entries = [p for p, text in sources.items() if _MAY_RUN.search(text) and program.entry(p)]
+    used: set[str] = set()  # helper modules a training script reaches, directly or through helpers
+    callers = set(entries)
+    while callers:
+        reached = {r.callee[0] for p in callers for r in program.refs(p)}
+        reached = {p for p in reached if program.library(p)} - used
+        used |= reached
+        callers = reached
     wants: dict[tuple[str, str], set[str]] = {}
     for path in sorted(used):
         for function, codes in needs(path, sources[path]).items():
             wants[(path, function)] = set(codes)
-    # Helpers calling a helper that borrows the wrapper borrow it too.
-    grow = True
+    # Every file that may use a borrowing function (its name appears in the text) is read.
+    names = {f for _, f in wants}
+    readers = [p for p, text in sources.items() if any(n in text for n in names)] if names else []
+    refs = [r for p in sorted({*entries, *used, *readers}) for r in program.refs(p)]
+    grow = True  # helpers calling a helper that borrows the wrapper borrow it too
     while grow:
         grow = False
         for r in refs:
             caller = (r.file, r.context)
-            if r.callee in wants and r.file in libraries and r.context and caller not in wants:
+            if r.callee in wants and program.library(r.file) and r.context and caller not in wants:
                 wants[caller] = set()
                 grow = True
     threaded = set(wants)
@@ -202,22 +215,71 @@ def resolve(
     while shrink:
         shrink = False
         for fn in sorted(threaded):
-            why = _cannot_thread(fn, refs, libraries, threaded)
+            why = _cannot_thread(fn, refs, program.library, threaded)
             if why:
                 threaded.discard(fn)
                 blocked[fn] = why
                 shrink = True
     roles = {}
-    for path, tree in trees.items():
+    for path in program.parsed():
         mine = frozenset(f for p, f in threaded if p == path)
         passing = frozenset(r.spelling for r in refs if r.file == path and r.callee in threaded)
         calls = frozenset(r.spelling for r in refs if r.file == path and r.is_call and r.callee[0] != path)
         why = tuple(sorted((f, w) for (p, f), w in blocked.items() if p == path))
-        roles[path] = Role(path in libraries, trains(tree) or bool(passing), mine, passing, calls, why)
+        tree = program.tree(path)
+        roles[path] = Role(program.library(path), trains(tree) or bool(passing), mine, passing, calls, why)
     return roles
 
 
-def _cannot_thread(fn, refs, libraries, threaded) -> str | None:
+# A script someone runs has a __main__ guard or a loop at module level (text, before parsing).
+_MAY_RUN = re.compile(r"__main__|^(?:for|while|async\s+for)\b", re.M)
+
+
+class _Program:
+    """The files of one run, parsed on demand (a directory of thousands of modules holds a
+    program of a few files)."""
+
+    def __init__(self, sources: Mapping[str, str]) -> None:
+        self.sources = sources
+        self.modules = _module_names(sources)
+        self._trees: dict[str, ast.Module | None] = {}
+        self._refs: dict[str, list[_Ref]] = {}
+        self._functions: dict[str, set[str]] = {}
+
+    def tree(self, path: str) -> ast.Module | None:
+        if path not in self._trees:
+            try:
+                self._trees[path] = ast.parse(self.sources[path])
+            except (SyntaxError, ValueError, RecursionError, MemoryError):
+                self._trees[path] = None  # the engine reports it
+        return self._trees[path]
+
+    def parsed(self) -> list[str]:
+        return [p for p, t in self._trees.items() if t is not None]
+
+    def library(self, path: str) -> bool:
+        tree = self.tree(path)
+        return tree is not None and is_library(tree)
+
+    def entry(self, path: str) -> bool:
+        tree = self.tree(path)
+        return tree is not None and not is_library(tree) and _runs(tree) and trains(tree)
+
+    def functions(self, path: str) -> set[str]:
+        if path not in self._functions:
+            tree = self.tree(path)
+            body = tree.body if tree is not None else []
+            self._functions[path] = {s.name for s in body if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef))}
+        return self._functions[path]
+
+    def refs(self, path: str) -> list[_Ref]:
+        if path not in self._refs:
+            tree = self.tree(path)
+            self._refs[path] = _references(path, tree, self.modules, self.functions) if tree else []
+        return self._refs[path]
+
+
+def _cannot_thread(fn, refs, library, threaded) -> str | None:
     """Why ``fn`` cannot take the wrapper as a parameter, or None."""
     mine = [r for r in refs if r.callee == fn]
     if not any(r.is_call for r in mine):
@@ -226,15 +288,15 @@ def _cannot_thread(fn, refs, libraries, threaded) -> str | None:
         where = f"{r.file}:{r.line}"
         if not r.is_call:
             return f"{where} uses it other than by a direct call ({r.spelling})"
-        if r.file in libraries and (r.file, r.context) not in threaded:
+        if library(r.file) and (r.file, r.context) not in threaded:
             return f"{where} calls it from code that has no wrapper to pass"
     return None
 
 
-def _module_names(trees: Mapping[str, ast.Module]) -> dict[str, str]:
+def _module_names(paths) -> dict[str, str]:
     """Import name -> file: ``engine`` for engine.py, ``pkg.engine`` and ``engine`` for pkg/engine.py."""
     names: dict[str, str] = {}
-    for path in trees:
+    for path in paths:
         parts = PurePath(path).with_suffix("").parts
         if parts and parts[-1] == "__init__":
             parts = parts[:-1]
@@ -245,17 +307,16 @@ def _module_names(trees: Mapping[str, ast.Module]) -> dict[str, str]:
     return names
 
 
-def _references(path: str, tree: ast.Module, modules: dict[str, str], trees) -> list[_Ref]:
-    """Every use in ``path`` of a top-level function of a program file (its own included)."""
-    functions = {p: {s.name for s in t.body if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef))}
-                 for p, t in trees.items()}
-    names: dict[str, tuple[str, str]] = {n: (path, n) for n in functions[path]}
+def _references(path: str, tree: ast.Module, modules: dict[str, str], functions) -> list[_Ref]:
+    """Every use in ``path`` of a top-level function of a program file (its own included);
+    ``functions(file)`` names a file's top-level functions."""
+    names: dict[str, tuple[str, str]] = {n: (path, n) for n in functions(path)}
     mods: dict[str, str] = {}
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module is not None:
             target = modules.get(node.module) if node.level <= 1 else None
             for alias in node.names:
-                if target and alias.name in functions.get(target, ()):
+                if target and alias.name in functions(target):
                     names[alias.asname or alias.name] = (target, alias.name)
         elif isinstance(node, ast.ImportFrom) and node.level == 1:  # from . import engine
             for alias in node.names:
@@ -274,7 +335,7 @@ def _references(path: str, tree: ast.Module, modules: dict[str, str], trees) -> 
             if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id in names:
                 callee, spelling = names[node.id], node.id
             elif (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
-                  and node.value.id in mods and node.attr in functions.get(mods[node.value.id], ())):
+                  and node.value.id in mods and node.attr in functions(mods[node.value.id])):
                 callee, spelling = (mods[node.value.id], node.attr), f"{node.value.id}.{node.attr}"
             if callee is not None:
                 out.append(_Ref(path, context, callee, spelling, id(node) in calls, node.lineno))
