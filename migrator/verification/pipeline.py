@@ -66,6 +66,10 @@ def _migrate(req: Request) -> tuple[str | None, str]:
         return None, (result.reason or "failed") + ("\n" + result.traceback if result.traceback else "")
     if result.status is Status.SKIPPED:
         return None, f"skipped: {result.reason}"
+    refusals = [f for f in result.findings if f.code.startswith("MIG9")]
+    if refusals:  # needs a human: running the untouched script on N processes proves nothing
+        lines = [f"{req.script.name}:{f.line}:{f.col}: {f.code} {f.message}" for f in refusals]
+        return None, f"refused ({len(refusals)} MIG9xx finding(s)): {lines[0]}\n" + "\n".join(lines)
     return result.output, f"migrated to --target {req.target} ({result.status.value})"
 
 
@@ -106,8 +110,8 @@ def _verify(req: Request, report: Report, work: Path, progress: Progress) -> Non
     add = report.checks.append
     text, message = _migrate(req)
     if req.migrated is None:
-        add(Check("migrate", text is not None, message.splitlines()[0] if message else "",
-                  message if text is None else ""))
+        first, *rest = message.splitlines() or [""]
+        add(Check("migrate", text is not None, first, "\n".join(rest) if text is None else ""))
     original = _one(req, work, "original", None, 1, progress)
     report.runs.append(original)
     add(checks.exited("original exits 0 on 1 process", original, req.timeout))
