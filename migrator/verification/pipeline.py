@@ -67,7 +67,7 @@ def _migrate(req: Request) -> tuple[str | None, str]:
     if result.status is Status.SKIPPED:
         return None, f"skipped: {result.reason}"
     refusals = [f for f in result.findings if f.code.startswith("MIG9")]
-    if refusals:  # needs a human: running the untouched script on N processes proves nothing
+    if refusals and result.status is Status.UNCHANGED:  # needs a human: running the untouched script on N processes proves nothing
         lines = [f"{req.script.name}:{f.line}:{f.col}: {f.code} {f.message}" for f in refusals]
         return None, f"refused ({len(refusals)} MIG9xx finding(s)): {lines[0]}\n" + "\n".join(lines)
     return result.output, f"migrated to --target {req.target} ({result.status.value})"
