@@ -1,0 +1,5 @@
+"""Fake ``matplotlib.axes``."""
+
+
+class Axes:
+    pass

@@ -1,0 +1,5 @@
+"""Fake ``matplotlib.colors``."""
+
+
+class Colormap:
+    pass
