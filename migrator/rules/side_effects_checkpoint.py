@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import libcst as cst
 
+from migrator.analysis.flow import binding_of
+
 from migrator.rules._util import find_arg as arg
 from migrator.rules.base import Rule
 from migrator.rules.side_effects_common import (
@@ -187,6 +189,11 @@ class LoadThroughWrapper(Rule):
     left to the device rules. Loads from buffers or open file handles stay. A load with
     `weights_only=False` is reported: it unpickles arbitrary code, so load only trusted files.
 
+    Only checkpoints go through the wrapper: a load whose result reaches a
+    `load_state_dict(...)` (directly, or a checkpoint dict's entries). Data saved with
+    `torch.save` (a pickled array, a Dataset's tensor files, a whole pickled model) keeps the
+    script's own `torch.load` and its semantics (the wrapper's load is `weights_only=True`).
+
     **Why**: the wrapper's load restores sharded checkpoints (FSDP, DeepSpeed) and reads the
     files its save wrote; on one process it returns what `torch.load` returns.
 
@@ -212,13 +219,28 @@ class LoadThroughWrapper(Rule):
                 continue
             if in_rank_zero_guard(ctx, call):
                 continue
-            change = self._rewrite(ctx, call)
+            if _restores_state(ctx, call):
+                change = self._rewrite(ctx, call)
+            else:  # a data file, a whole pickle: the script's own torch.load stays
+                change = self._report_unsafe(ctx, call)
+                if ctx.ix.class_of(call) is not None:
+                    continue  # a Dataset reading its files (DataLoader workers: no barrier)
             anchor = _read_anchor(ctx, call)
             if writes and not _after_barrier(ctx, anchor):
                 # the script writes checkpoints: rank 0 may still be writing this very file
-                if change is None:
+                if change is None or not change.fixed:  # (a report of an unsafe load stays one)
                     change = ctx.finding(self.code, call, "wait for rank 0's write before reading")
                 change.insert_before(anchor, change.stmt(ctx.vocab.barrier))
+
+    def _report_unsafe(self, ctx, call: cst.Call):
+        weights = [a for a in call.args if a.keyword is not None and a.keyword.value == "weights_only"]
+        if weights and ctx.ix.code(weights[0].value).strip() == "False":  # keyword-only in torch.load
+            return ctx.finding(
+                self.code, call,
+                "weights_only=False unpickles arbitrary code: load only files you trust",
+                fixed=False,
+            )
+        return None
 
     def _rewrite(self, ctx, call: cst.Call):
         ix = ctx.ix
@@ -243,6 +265,27 @@ class LoadThroughWrapper(Rule):
             call, lambda up, c=change, e=extra: fill_call(c, c.ctx.vocab.load, up, {"path": 0}, e)
         )
         return change
+
+
+def _restores_state(ctx, call: cst.Call) -> bool:
+    """The load restores state into objects (``model.load_state_dict(torch.load(p))``, or a
+    checkpoint dict whose entries reach a ``load_state_dict``): a checkpoint, which the
+    wrapper's load reads. Data saved with ``torch.save`` (a pickled array, a tensor file in a
+    Dataset) keeps the script's own ``torch.load`` and its semantics."""
+    if _feeds_load_state_dict(ctx, call):
+        return True
+    target = ctx.facts.assign_target(call)
+    binding = binding_of(ctx.ix, target) if isinstance(target, cst.Name) else None
+    return any(_feeds_load_state_dict(ctx, ref) for ref in ctx.facts.refs(binding))
+
+
+def _feeds_load_state_dict(ctx, node: cst.CSTNode) -> bool:
+    for a in ctx.ix.ancestors(node):
+        if isinstance(a, cst.Call) and isinstance(a.func, cst.Attribute) and a.func.attr.value == "load_state_dict":
+            return True
+        if isinstance(a, (cst.SimpleStatementLine, cst.BaseCompoundStatement)):
+            return False
+    return False
 
 
 def _read_anchor(ctx, call: cst.Call) -> cst.CSTNode:

@@ -89,7 +89,30 @@ def test_unsafe_load_is_reported_with_its_risk():
     result = migrate(src, "fabric")
     (finding,) = [f for f in result.findings if f.code == "MIG403"]
     assert "arbitrary code" in finding.message
-    assert "fabric.load(path, weights_only=False)" in result.output
+    # a whole pickle is no checkpoint of set-up objects: the script's own load stays, reported
+    assert not finding.fixed and "torch.load(path, weights_only=False)" in result.output
+    restore = migrate(src.replace("return torch.load(path, weights_only=False)",
+                                  "model.load_state_dict(torch.load(path, weights_only=False))"), "fabric")
+    (finding,) = [f for f in restore.findings if f.code == "MIG403"]
+    assert finding.fixed and "arbitrary code" in finding.message
+    assert "model.load_state_dict(fabric.load(path, weights_only=False))" in restore.output
+
+
+def test_data_loads_keep_the_scripts_own_torch_load():
+    # issue 11 #4: a pickled array loaded with rt.load (weights_only=True) raised UnpicklingError
+    src = """
+    import torch
+
+    data = torch.load("traindata.pt")
+    model = torch.nn.Linear(3, 1)
+    model.load_state_dict(torch.load("init.pt"))
+    ckpt = torch.load("ckpt.pt")
+    model.load_state_dict(ckpt["model"])
+    """
+    out = migrate(src).output
+    assert 'data = torch.load("traindata.pt")' in out
+    assert 'model.load_state_dict(rt.load("init.pt"))' in out
+    assert 'ckpt = rt.load("ckpt.pt")' in out
 
 
 def test_download_inside_existing_rank_zero_first_and_os_mkdir_stay():
