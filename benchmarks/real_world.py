@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/real_world.py --examples PATH --lightning PATH [--only NAME,...]
        [--targets runtime,fabric,accelerate] [--jobs 2] [--timeout 180] [--md docs/real-world.md]
-       [--json FILE] [--keep DIR]
+       [--json FILE] [--keep DIR] [--at HEAD|REV|worktree]
 
 PATH is a work tree or a bare git directory of pytorch/examples / Lightning-AI/pytorch-lightning.
 For each script of the bed (benchmarks/real_world/bed.py) the original runs once, then per target
@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from real_world.bed import BED  # noqa: E402 - the package beside this script
 from real_world.report import render  # noqa: E402
 from real_world.runner import ROOT, TARGETS, Bed  # noqa: E402
-from real_world.sources import Checkout  # noqa: E402
+from real_world.sources import Checkout, snapshot  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -48,6 +48,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=180, help="seconds each run may take")
     p.add_argument("--md", default=str(ROOT / "docs" / "real-world.md"), help="markdown output")
     p.add_argument("--json", default="", help="raw results as JSON (not committed)")
+    p.add_argument(
+        "--at",
+        default="HEAD",
+        help="torch-migrate commit to measure (exported, so edits to the work tree during the run "
+        "do not leak in); 'worktree' uses the installed work tree as it is",
+    )
     p.add_argument("--keep", default="", help="keep every run's folder under this directory")
     args = p.parse_args(argv)
     args.targets = tuple(t for t in args.targets.split(",") if t)
@@ -107,9 +113,14 @@ def main(argv: list[str] | None = None) -> int:
     for repo, c in checkouts.items():
         if c.missing:
             print(f"{repo}: {len(c.missing)} files absent from the mirror: {c.missing[:3]}")
-    bed = Bed(sources, work / "runs", timeout=args.timeout)
+    if args.at == "worktree":
+        code, (head, dirty) = None, git_state()
+    else:
+        code = work / "torch-migrate"
+        shutil.rmtree(code, ignore_errors=True)
+        head, dirty = snapshot(ROOT, args.at, code)[:12], False
+    bed = Bed(sources, work / "runs", timeout=args.timeout, code=code)
     lock, done, total = threading.Lock(), [0], len(specs) * (1 + len(args.targets))
-    head, dirty = git_state()  # the commit the run starts at
     started = time.monotonic()
 
     def progress(res) -> None:

@@ -91,7 +91,7 @@ def render(data: dict, specs: list[Spec]) -> str:
     rows, targets = data["results"], data["targets"]
     originals = {r["script"]: r["parity"] for r in rows if r["target"] == "original"}
     by_name = {s.name: s for s in specs}
-    dirty = " (with uncommitted changes in migrator/ or runtime/)" if data["dirty"] else ""
+    dirty = " (the work tree, with uncommitted changes)" if data["dirty"] else ""
     out = [
         "# Real-world scoreboard",
         "",
@@ -108,12 +108,14 @@ def render(data: dict, specs: list[Spec]) -> str:
         "[Fakes](#fakes)); nothing is downloaded. Reproduce with:",
         "",
         "```bash",
-        f"python benchmarks/real_world.py --examples PATH --lightning PATH --jobs {data['jobs']}",
+        f"python benchmarks/real_world.py --examples PATH --lightning PATH --at {data['commit']} "
+        f"--jobs {data['jobs']}",
         "```",
         "",
         "where each PATH is a work tree or a bare git directory of pytorch/examples and "
         "Lightning-AI/pytorch-lightning (`--only NAME,...`, `--targets runtime,fabric`, "
-        "`--json FILE`, `--keep DIR` narrow or keep a run).",
+        "`--json FILE`, `--keep DIR` narrow or keep a run; `--at REV` picks the torch-migrate "
+        "commit, exported so that edits to the work tree during the run do not leak in).",
         "",
         "## Summary",
         "",

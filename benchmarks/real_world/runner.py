@@ -48,7 +48,6 @@ from .results import (  # noqa: E402
 
 SHIMS = Path(__file__).resolve().parent / "shims"
 CKPT_SIG = Path(__file__).resolve().parent / "ckpt_sig.py"
-BIN = Path(sys.executable).parent
 TARGETS = ("runtime", "fabric", "accelerate")
 LAUNCHERS = {
     "runtime": "migrate run --devices 2",
@@ -60,11 +59,12 @@ CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".tar", ".bin", ".model")
 # ---------------------------------------------------------------- processes
 
 
-def run_env(spec: Spec, probe_dir: Path | None = None) -> dict[str, str]:
-    """child_env plus the shims (and the probe) first on PYTHONPATH and the spec's variables."""
+def run_env(spec: Spec, probe_dir: Path | None = None, code: Path | None = None) -> dict[str, str]:
+    """child_env plus the shims (and the probe, and torch-migrate's exported ``code``) first on
+    PYTHONPATH, and the spec's variables."""
     env = child_env(DS_ACCELERATOR="cpu", **spec.env)  # else DeepSpeed (imported by
     # accelerate) logs "Setting accelerator to cpu" on stdout in every process, as in the e2e tests
-    extra = [str(SHIMS)] + ([str(PROBE)] if probe_dir else [])
+    extra = [str(SHIMS)] + ([str(PROBE)] if probe_dir else []) + ([str(code)] if code else [])
     env["PYTHONPATH"] = os.pathsep.join([*extra, env["PYTHONPATH"]])
     if probe_dir:
         env["E2E_PROBE_DIR"] = str(probe_dir)
@@ -82,8 +82,11 @@ def new_files(cwd: Path, before: set[str]) -> set[str]:
 class Bed:
     """Runs bed scripts in fresh copies under ``work`` from the exported sources ``sources``."""
 
-    def __init__(self, sources: dict[str, Path], work: Path, timeout: float = 180) -> None:
-        self.sources, self.work, self.timeout = sources, work, timeout
+    def __init__(
+        self, sources: dict[str, Path], work: Path, timeout: float = 180, code: Path | None = None
+    ) -> None:
+        """``code``: an exported torch-migrate (sources.snapshot) to use instead of the install."""
+        self.sources, self.work, self.timeout, self.code = sources, work, timeout, code
 
     def copy(self, spec: Spec, label: str, script_text: str | None = None) -> tuple[Path, set[str]]:
         """A fresh copy of the spec's folder (script replaced by ``script_text``), set up."""
@@ -106,7 +109,7 @@ class Bed:
             [sys.executable, spec.script, *spec.args],
             timeout=self.timeout,
             cwd=cwd,
-            env=run_env(spec),
+            env=run_env(spec, code=self.code),
         )
         keep_log(cwd, proc)
         res.parity = Check(PASS) if proc.returncode == 0 else Check(FAIL, failed(proc))
@@ -121,7 +124,7 @@ class Bed:
                 [sys.executable, spec.script, *spec.args],
                 timeout=self.timeout,
                 cwd=cwd,
-                env=run_env(spec),
+                env=run_env(spec, code=self.code),
             )
         return first_difference(orig["proc"].stdout, orig["again"].stdout) is None
 
@@ -131,7 +134,9 @@ class Bed:
         out = cwd / "ported.py"
         proc = run(
             [
-                str(BIN / "migrate"),
+                sys.executable,
+                "-m",
+                "migrator",
                 spec.script,
                 "--target",
                 target,
@@ -142,7 +147,7 @@ class Bed:
             ],
             timeout=self.timeout,
             cwd=cwd,
-            env=run_env(spec),
+            env=run_env(spec, code=self.code),
         )
         keep_log(cwd, proc)
         try:
@@ -174,7 +179,7 @@ class Bed:
             [sys.executable, spec.script, *spec.args],
             timeout=self.timeout,
             cwd=cwd,
-            env=run_env(spec),
+            env=run_env(spec, code=self.code),
         )
         keep_log(cwd, proc)
         files = new_files(cwd, before)
@@ -202,7 +207,7 @@ class Bed:
         probe = self.work / slug(spec.name) / f"{target}-probe"
         shutil.rmtree(probe, ignore_errors=True)
         probe.mkdir(parents=True)
-        env = run_env(spec, probe)
+        env = run_env(spec, probe, self.code)
         script, timeout = cwd / spec.script, self.timeout
         if target == "accelerate":
             env["ACCELERATE_USE_CPU"] = "true"
@@ -273,8 +278,8 @@ class Bed:
         theirs = {normalise(f): f for f in files_in(ref["cwd"])}
         ckpts = sorted(n for n in found if n.endswith(CHECKPOINT_SUFFIXES))
         if ckpts:
-            a = signatures(ran.cwd, [mine[n] for n in ckpts], spec)
-            b = signatures(ref["cwd"], [theirs[n] for n in ckpts], spec)
+            a = signatures(ran.cwd, [mine[n] for n in ckpts], spec, self.code)
+            b = signatures(ref["cwd"], [theirs[n] for n in ckpts], spec, self.code)
             for n in ckpts:
                 sa, sb = a.get(mine[n]), b.get(theirs[n])
                 if isinstance(sa, str) and sa.startswith("error"):
@@ -311,9 +316,9 @@ def file_diff(expected: set[str], found: set[str], what: str) -> str:
     return f"files differ from the {what} run: " + ", ".join(parts)
 
 
-def signatures(cwd: Path, files: list[str], spec: Spec) -> dict:
+def signatures(cwd: Path, files: list[str], spec: Spec, code: Path | None) -> dict:
     """ckpt_sig.py's structures of ``files``, loaded with the script's folder importable."""
-    env = run_env(spec)
+    env = run_env(spec, code=code)
     script_dir = (cwd / spec.script).parent
     env["PYTHONPATH"] = os.pathsep.join([str(script_dir), str(cwd), env["PYTHONPATH"]])
     proc = run([sys.executable, str(CKPT_SIG), *files], timeout=120, cwd=cwd, env=env)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 import subprocess
+import tarfile
 from pathlib import Path
 
 
@@ -66,3 +68,25 @@ class Checkout:
                 target.write_bytes(body)
                 if mode == "100755":
                     target.chmod(0o755)
+
+
+def snapshot(root: Path, rev: str, dest: Path) -> str:
+    """torch-migrate's ``migrator`` and ``runtime`` packages at ``rev``, exported into ``dest``
+    (templates where the installed package has them), so a run measures one commit even while
+    the work tree changes under it; returns the full commit id."""
+    commit = subprocess.run(
+        ["git", "-C", str(root), "rev-parse", "--verify", f"{rev}^{{commit}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    archive = subprocess.run(
+        ["git", "-C", str(root), "archive", commit, "migrator", "runtime", "templates"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    dest.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(dest, filter="data")
+    (dest / "templates").rename(dest / "migrator" / "templates")
+    return commit
