@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-BOOTSTRAP = Path(__file__).resolve().parent / "child"
 _IGNORE = shutil.ignore_patterns(".git", "__pycache__", "*.pyc", ".venv", "venv", ".mypy_cache",
                                  ".pytest_cache", "node_modules", ".tox")
 _CLEAN_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
@@ -94,10 +93,12 @@ def launch_cmd(target: str, script: Path, args: list[str], devices: int, simulat
 def child_env(audit: Path, folder: Path, *, single: bool, simulate: bool, devices: int,
               extra: dict | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _CLEAN_ENV}
-    paths = [str(BOOTSTRAP)]
     root = runtime_root()
-    if root is not None:
-        paths.append(str(root))
+    if root is None:
+        raise RuntimeError("the bundled runtime package is not installed: pip install torch-migrate")
+    # The child bootstrap is torch-side code: it lives with the runtime (runtime/verify_child/),
+    # the migrator process only puts it on the children's path.
+    paths = [str(root / "runtime" / "verify_child"), str(root)]
     env.update(OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"), PYTHONUNBUFFERED="1",
                PYTHONDONTWRITEBYTECODE="1", TM_VERIFY_DIR=str(audit), TM_VERIFY_SCRIPT_DIR=str(folder),
                PYTHONPATH=os.pathsep.join(filter(None, [*paths, env.get("PYTHONPATH", "")])))
