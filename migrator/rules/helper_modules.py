@@ -14,10 +14,7 @@ from __future__ import annotations
 import libcst as cst
 
 from migrator.plan import Change, PlanContext
-from migrator.program import HARMLESS
-
-# Fixes a helper module needs on N processes that need no wrapper: makedirs(exist_ok=True).
-SAFE_ALONE = frozenset({"MIG405"})
+from migrator.program import HARMLESS, SAFE_ALONE
 from migrator.rules.base import Rule
 
 
