@@ -59,7 +59,7 @@ def _migrate(source: str, path: str, options: Options, rewrite: bool = True) -> 
             from migrator.program import Role, is_library, trains
 
             options = replace(options, role=Role(library=is_library(tree), trains=trains(tree)))
-        if options.role.pass_wrapper or options.role.threaded:
+        if options.role.pass_wrapper:
             codes = None  # calls that must pass the wrapper are no rule's anchors
         elif not codes:  # no enabled rule's anchor text is here: provably nothing to do
             return _result(path, source, Status.UNCHANGED, reason="no rule applies (text prefilter)")
