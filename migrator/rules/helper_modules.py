@@ -68,7 +68,7 @@ class HelperModuleRule(Rule):
 def borrow(ctx: PlanContext) -> None:
     """Rewrite ``ctx.changes`` for the file's role (see the module docstring)."""
     role = ctx.options.role
-    for call in ctx.ix.calls:
+    for call in ctx.ix.calls if role.pass_wrapper else ():  # (codegen per call: only when needed)
         spelled = ctx.ix.code(call.func)
         if spelled in role.pass_wrapper and not _passes(call, ctx.rt):
             change = ctx.finding(
