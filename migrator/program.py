@@ -234,7 +234,7 @@ def resolve(
 
 
 # A script someone runs has a __main__ guard or a loop at module level (text, before parsing).
-_MAY_RUN = re.compile(r"__main__|^(?:for|while|async\s+for)\b", re.M)
+_MAY_RUN = re.compile(r"__main__|^(?:for|while|async\s+for)\b", re.MULTILINE)
 
 
 class _Program:
@@ -320,11 +320,8 @@ def _references(path: str, tree: ast.Module, modules: dict[str, str], functions)
             for alias in node.names:
                 if target and alias.name in functions(target):
                     names[alias.asname or alias.name] = (target, alias.name)
-        elif isinstance(node, ast.ImportFrom) and node.level == 1:  # from . import engine
-            for alias in node.names:
-                if alias.name in modules:
-                    mods[alias.asname or alias.name] = modules[alias.name]
-        elif isinstance(node, ast.Import):
+        elif (isinstance(node, ast.ImportFrom) and node.level == 1) or isinstance(node, ast.Import):
+            # import engine [as eng]; from . import engine
             for alias in node.names:
                 if alias.name in modules:
                     mods[alias.asname or alias.name] = modules[alias.name]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import libcst as cst
 
 from migrator.analysis.flow import binding_of
-
 from migrator.rules._util import find_arg as arg
 from migrator.rules.base import Rule
 from migrator.rules.side_effects_common import (
