@@ -56,15 +56,18 @@ def main() -> None:
     sys.argv = sys.argv[1:]
     try:
         runpy.run_path(script, run_name="__main__")
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        sys.last_value = exc
         sys.exit(INTERRUPTED)  # the launcher reports the interruption: no traceback per rank
     except SystemExit as exc:
         code = exc.code
         if code not in (None, 0):
+            sys.last_value = exc  # the runtime's exit then does not wait for peers
             number = code if isinstance(code, int) else 1
             _record(number, "" if isinstance(code, int) else str(code))
         raise
     except BaseException as exc:  # noqa: BLE001 - recorded for the launcher, which prints it
+        sys.last_value = exc  # the runtime's exit then does not wait for peers
         text = _script_traceback(exc)
         if not _record(1, text):
             sys.stderr.write(text)

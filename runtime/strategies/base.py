@@ -7,6 +7,7 @@ import contextlib
 import ctypes
 import datetime
 import pickle
+import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager as ContextManager
@@ -23,6 +24,8 @@ _OPS = {"sum": "SUM", "max": "MAX", "min": "MIN", "prod": "PRODUCT", "mean": "SU
 
 
 _EXIT_WAIT_S = 10.0
+#: how long a rank at exit waits for slower peers (rank 0 still writing a checkpoint)
+_ARRIVE_WAIT_S = 120.0
 
 
 # Object collectives pickle into uint8 tensors here rather than through
@@ -38,21 +41,37 @@ def _unpickled(data: torch.Tensor, size: int) -> Any:
 
 
 def _destroy_process_group() -> None:
-    """Tear the default group down at exit, then wait (bounded) until every rank has done so:
-    a rank that exits while a peer is still tearing its gloo pairs down can make that peer
-    abort ("terminate called without an active exception") after all its work was done."""
+    """Tear the default group down at exit, every rank together (bounded waits on the store).
+
+    With gloo, a rank that destroys its group while a peer is still working (rank 0 writing
+    the last checkpoint) or still tearing its own pairs down can make that peer abort after
+    all its work was done ("terminate called without an active exception", SIGABRT), and
+    the launcher then reports the run as failed. So: wait until every rank has reached
+    exit, destroy, then wait until every rank has destroyed. A peer that died or left never
+    arrives; the waits are bounded for that case."""
     if not (dist.is_available() and dist.is_initialized()):
         return
     store, world = None, dist.get_world_size()
     with contextlib.suppress(Exception):
         store = dist.distributed_c10d._get_default_store()
+    # A rank leaving on an exception (sys.last_value: set by the interpreter, and by
+    # runtime/launch_worker.py) counts itself in but does not wait: its peers may be blocked
+    # on it in a collective.
+    failing = getattr(sys, "last_value", None) is not None
+    shared = store is not None and world > 1
+    if shared:
+        _store_rendezvous(store, "torch_migrate/exiting", world, 0 if failing else _ARRIVE_WAIT_S)
     dist.destroy_process_group()
-    if store is None or world < 2:
-        return
+    if shared:
+        _store_rendezvous(store, "torch_migrate/exited", world, 0 if failing else _EXIT_WAIT_S)
+
+
+def _store_rendezvous(store: Any, key: str, world: int, limit: float) -> None:
+    """Count this rank in at ``key`` and wait (at most ``limit`` s) for the other ranks."""
     with contextlib.suppress(Exception):  # a peer that died or left: nothing left to wait for
-        store.add("torch_migrate/exited", 1)
-        deadline = time.monotonic() + _EXIT_WAIT_S
-        while store.add("torch_migrate/exited", 0) < world and time.monotonic() < deadline:
+        store.add(key, 1)
+        deadline = time.monotonic() + limit
+        while store.add(key, 0) < world and time.monotonic() < deadline:
             time.sleep(0.01)
 
 
@@ -264,6 +283,6 @@ class Strategy:
         return checkpoint.load_full(path, state, weights_only, self)
 
     def teardown(self) -> None:
-        """Destroy the process group this strategy created."""
+        """Destroy the process group this strategy created (every rank together)."""
         if self.distributed:
-            dist.destroy_process_group()
+            _destroy_process_group()

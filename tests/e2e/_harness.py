@@ -39,10 +39,16 @@ def files_in(directory: Path) -> set[str]:
 
 
 def describe(proc: subprocess.CompletedProcess, limit: int = 4000) -> str:
-    return (
+    text = (
         f"$ {' '.join(map(str, proc.args))}\nexit {proc.returncode}\n"
         f"--- stdout (tail) ---\n{proc.stdout[-limit:]}\n--- stderr (tail) ---\n{proc.stderr[-limit:]}"
     )
+    # `migrate run` names a log with every rank's traceback; CI keeps no /tmp: show it here.
+    found = re.search(r"launcher's log: (\S+)", proc.stderr or "")
+    if found and Path(found.group(1)).is_file():
+        log = Path(found.group(1)).read_text(errors="replace")
+        text += f"\n--- {found.group(1)} (tail) ---\n{log[-limit:]}"
+    return text
 
 
 @dataclass

@@ -212,3 +212,16 @@ def test_migrate_run_console_script(tmp_path):
         f"runtime.launch.main(ARGS)\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
     assert proc.stdout.count("hello from the runtime") == 1
     assert _hello(tmp_path, 1)["world"] == 2
+
+
+def test_ranks_tear_the_process_group_down_together(tmp_path):
+    # A rank that destroys its gloo group while a peer still works can make the peer abort
+    # after all its output (SIGABRT, "terminate called without an active exception"): the
+    # runtime's exit waits for every rank before tearing down.
+    proc = run_cmd([*LAUNCH, "--devices", "2", str(WORKERS / "exit_together.py"), str(tmp_path)],
+                   timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("finished") == 1
+    done = json.loads((tmp_path / "rank0_done.json").read_text())["done"]
+    rank1_destroy = json.loads((tmp_path / "destroy_rank1.json").read_text())["at"]
+    assert rank1_destroy >= done, "rank 1 tore its group down while rank 0 was still working"
