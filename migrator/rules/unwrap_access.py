@@ -50,7 +50,7 @@ class UnwrapAccessRule(Rule):
             anchor = setup_anchor(ctx, m)
             if anchor is None:
                 continue
-            for ref in m.refs:
+            for ref in _value_refs(ctx, m):
                 attr = ix.parent.get(ref)
                 if not (isinstance(attr, cst.Attribute) and attr.value is ref):
                     continue
@@ -71,6 +71,87 @@ class UnwrapAccessRule(Rule):
                     f"the set-up model does not forward `.{name}` (a bare DDP wrapper; its state "
                     f"dict keys carry `module.`): use {shown}"
                 )
+
+
+# Module methods that return the module itself: ``self.model = model.to(device)`` stores the
+# same (set-up) object.
+_RETURNS_SELF = frozenset({
+    "to", "cuda", "cpu", "float", "double", "half", "bfloat16", "train", "eval", "requires_grad_",
+})
+
+
+def _value_refs(ctx: PlanContext, m) -> list[cst.CSTNode]:
+    """Every load of the set-up model's value: ``m.refs`` (assignments, call parameters,
+    ``self.x = name``) and, beyond them, through a function's return value into the caller's
+    target (``dataset, model, opt = load_train_objs()``, by position) and through methods that
+    return the module itself (``self.model = model.to(gpu_id)``)."""
+    from migrator.analysis.flow import binding_of
+
+    ix, facts = ctx.ix, ctx.facts
+    out: list[cst.CSTNode] = list(m.refs)
+    seen = {m.binding}
+    todo = list(m.refs)
+    while todo:
+        ref = todo.pop()
+        for target in _stored_into(ctx, _through_self_methods(ix, ref)):
+            b = binding_of(ix, target)
+            if b is None or b in seen:
+                continue
+            seen.add(b)
+            new = [r for r in facts.refs(b) if r not in out]
+            out.extend(new)
+            todo.extend(new)
+    return sorted(set(out), key=ix.order)
+
+
+def _through_self_methods(ix, node: cst.CSTNode) -> cst.CSTNode:
+    """``model`` -> ``model.to(gpu_id)`` (the same object) while the calls return the module."""
+    while True:
+        attr = ix.parent.get(node)
+        call = ix.parent.get(attr)
+        if not (
+            isinstance(attr, cst.Attribute) and attr.value is node
+            and attr.attr.value in _RETURNS_SELF
+            and isinstance(call, cst.Call) and call.func is attr
+        ):
+            return node
+        node = call
+
+
+def _stored_into(ctx: PlanContext, node: cst.CSTNode) -> list[cst.BaseExpression]:
+    """The targets (``x`` or ``self.x``) the value ``node`` is stored into where flow_refs does
+    not follow it: an assignment of a method chain, or the callers' targets of a ``return``."""
+    ix = ctx.ix
+    parent = ix.parent.get(node)
+    if isinstance(parent, cst.Assign) and parent.value is node and len(parent.targets) == 1:
+        return [parent.targets[0].target]
+    index = None
+    if isinstance(parent, cst.Element) and isinstance(ix.parent.get(parent), cst.Tuple):
+        tup = ix.parent.get(parent)
+        if any(isinstance(e, cst.StarredElement) for e in tup.elements):
+            return []
+        index, parent = list(tup.elements).index(parent), ix.parent.get(tup)
+    if not isinstance(parent, cst.Return):
+        return []
+    fn = ix.function_of(parent)
+    if fn is None:
+        return []
+    out = []
+    for call in ix.calls:
+        found = ctx.facts.funcs.callee(call)
+        if found is None or found[0] is not fn or fn.name.value == "__init__":
+            continue  # (a class's construction returns the instance, not this value)
+        assign = ix.parent.get(call)
+        if not (isinstance(assign, cst.Assign) and assign.value is call and len(assign.targets) == 1):
+            continue
+        target = assign.targets[0].target
+        if index is None:
+            out.append(target)
+        elif isinstance(target, (cst.Tuple, cst.List)) and len(target.elements) > index and not any(
+            isinstance(e, cst.StarredElement) for e in target.elements
+        ):
+            out.append(target.elements[index].value)
+    return [t for t in out if isinstance(t, (cst.Name, cst.Attribute))]
 
 
 class ClosureStepRule(Rule):
