@@ -56,6 +56,10 @@ class Vocabulary:
     load_into: str = "{rt}.load({path}, {state})"
     unwrap: str = "{rt}.unwrap({model})"
     all_reduce_sum: str = '{rt}.all_reduce({value}, op="sum")'
+    # A python int/float summed across ranks, coming back as the same python type (``{type}``
+    # is ``type(x)`` or ``int``), so 1-process output is unchanged; ``all_reduce_sum`` is for
+    # values that may be tensors (the runtime's all_reduce takes both and keeps the type).
+    all_reduce_number: str = '{rt}.all_reduce({value}, op="sum")'
     reduce_boolean_decision: str = "{rt}.reduce_boolean_decision({flag}, all={all})"
     rank_zero_first: str = "{rt}.rank_zero_first()"
     is_global_zero: str = "{rt}.is_global_zero"
@@ -109,6 +113,11 @@ FABRIC = Vocabulary(
     clip_defaults=(("error_if_nonfinite", "False"),),
     unwrap="{model}.module",
     all_reduce_sum='{rt}.all_reduce({value}, reduce_op="sum")',
+    # fabric.all_reduce turns a python float into a float32 tensor (even on 1 process).
+    all_reduce_number=(
+        '{type}({rt}.all_reduce(torch.tensor({value}, dtype=torch.float64, device={rt}.device), '
+        'reduce_op="sum").item())'
+    ),
     reduce_boolean_decision="{rt}.strategy.reduce_boolean_decision({flag}, all={all})",
     eval_data_sharded=False,
     needs_mark_forward_method=True,
@@ -157,8 +166,10 @@ ACCELERATE = Vocabulary(
     load_into="{rt}.unwrap_model({model}).load_state_dict({state})",
     unwrap="{rt}.unwrap_model({model})",
     # accelerator.reduce works on tensors only: a Python number is wrapped and unwrapped.
-    all_reduce_sum=(
-        '{rt}.reduce(torch.tensor({value}, dtype=torch.float64, device={rt}.device), reduction="sum").item()'
+    all_reduce_sum='{rt}.reduce({value}, reduction="sum")',
+    all_reduce_number=(
+        '{type}({rt}.reduce(torch.tensor({value}, dtype=torch.float64, device={rt}.device), '
+        'reduction="sum").item())'
     ),
     # {reduce} is "all" (stop once every rank wants to) or "any" (go on while any rank does).
     reduce_boolean_decision="{rt}.gather(torch.tensor([{flag}], device={rt}.device)).{reduce}()",
@@ -300,7 +311,9 @@ LIGHTNING_MODULE = ModuleVocabulary(
     ),
     # The sanity validation run would draw from the global RNG before training (every
     # DataLoader iterator does), shifting the shuffling and dropout of the original script.
-    trainer_extra=(("num_sanity_val_steps", "0"),),
+    # Lightning's progress bar writes to stdout: the script's own prints are its progress,
+    # and its stdout stays what the original printed (docs/targets.md).
+    trainer_extra=(("num_sanity_val_steps", "0"), ("enable_progress_bar", "False")),
     barrier="{trainer}.strategy.barrier()",
     fallback_target="fabric",
     epoch_scheduler_before_validation=True,
