@@ -7,7 +7,9 @@ import libcst as cst
 from migrator.rules._util import find_arg as arg
 from migrator.rules.base import Rule
 from migrator.rules.side_effects_common import (
+    call_is_safe,
     expression_statement,
+    guard_run,
     in_rank_zero_guard,
     runs,
     unsafe_calls,
@@ -100,7 +102,28 @@ class DownloadRankZeroFirst(Rule):
         # The writes of a guarded download are its own (MIG406 leaves them to this block).
         ctx.zero_first = set(wrap)
         for first, last in runs(ctx, wrap):
-            wrap[first].wrap_with(first, last, ctx.vocab.rank_zero_first)
+            for alone, stmts in _split(ctx, wrap, first, last):
+                change = wrap[stmts[0]]
+                if alone:
+                    self._guard_alone(ctx, wrap, stmts)
+                else:
+                    change.wrap_with(stmts[0], stmts[-1], ctx.vocab.rank_zero_first)
+
+    def _guard_alone(self, ctx, wrap: dict, stmts: list[cst.CSTNode]) -> None:
+        """``if rt.is_global_zero: <stmts>`` then ``rt.barrier()``. Nothing the statements bind
+        is read after them, so rank 0 may run them alone while the others wait; inside
+        ``rank_zero_first`` the others would run them again after rank 0, and an unconditional
+        download (``urlretrieve``, a streamed archive extracted) would be written once more, by
+        every rank, while rank 0 already reads the files."""
+        change = wrap[stmts[0]]
+        guard_run(change, stmts[0], stmts[-1])
+        change.insert_after(stmts[-1], change.stmt(ctx.vocab.barrier))
+        for stmt in stmts:
+            c = wrap[stmt]
+            if c.message.endswith("first (rank_zero_first)"):
+                c.message = c.message.replace(
+                    "first (rank_zero_first)", "alone; the others wait at a barrier"
+                )
 
     def _makedirs(self, ctx, call: cst.Call, wrap: dict) -> None:
         ix = ctx.ix
@@ -153,6 +176,114 @@ class DownloadRankZeroFirst(Rule):
         change.replace(call, add)
 
 
+def _split(ctx, wrap: dict, first: cst.CSTNode, last: cst.CSTNode):
+    """(rank 0 alone?, statements) for the parts of the run ``first``..``last``: each download
+    with the statements that use what it fetched is judged as a whole, and neighbours judged
+    alike share one block."""
+    body = list(ctx.ix.block_of(first).body)
+    stmts = body[body.index(first) : body.index(last) + 1]
+    groups: list[list[cst.CSTNode]] = []
+    for stmt in stmts:
+        if groups and wrap[groups[-1][-1]] is wrap[stmt]:
+            groups[-1].append(stmt)
+        else:
+            groups.append([stmt])
+    parts: list[tuple[bool, list[cst.CSTNode]]] = []
+    for group in groups:
+        alone = _rank_zero_alone(ctx, group)
+        if parts and parts[-1][0] == alone:
+            parts[-1][1].extend(group)
+        else:
+            parts.append((alone, list(group)))
+    return parts
+
+
+# Read-only methods of a value the block does not bind (``", ".join``, ``cfg.get``).
+_READS = frozenset({"format", "join", "strip", "split", "replace", "get", "keys", "values", "items"})
+_NO_RANK_ZERO_ALONE = (
+    cst.Global, cst.Nonlocal, cst.Import, cst.ImportFrom, cst.FunctionDef, cst.ClassDef, cst.Del,
+    cst.AugAssign, cst.AnnAssign, cst.NamedExpr, cst.Return, cst.Yield, cst.Await, cst.Break,
+    cst.Continue,
+)
+
+
+def _rank_zero_alone(ctx, stmts: list[cst.CSTNode]) -> bool:
+    """The statements only write files: rank 0 may run them alone while the others wait.
+
+    They bind only plain names, read nowhere after them; they change no object they did not
+    make (an attribute or item store, a method called on an outside value); every call is a
+    library call or a method of what they made (no model, no collective); and no call returns
+    the data set the script goes on with (``download=True``, ``load_dataset``: every rank needs
+    its result, and those read their cache when run again)."""
+    from migrator.analysis.flow import binding_of, direct_refs
+
+    ix = ctx.ix
+    stores: list[cst.Name] = []
+    for stmt in stmts:
+        if ix.subtree(stmt, _NO_RANK_ZERO_ALONE):
+            return False
+        for node in ix.subtree(stmt, (cst.AssignTarget, cst.AsName, cst.For)):
+            target = node.target if isinstance(node, (cst.AssignTarget, cst.For)) else node.name
+            names = _plain_names(target)
+            if names is None:
+                return False
+            stores.extend(names)
+    bound = {n.value for n in stores}
+    for stmt in stmts:
+        for call in ix.subtree(stmt, cst.Call):
+            if _returns_data(ctx, call) or not (
+                call_is_safe(ctx, call, bound) or _method_of_new(ctx, call)
+            ):
+                return False
+            root = call.func
+            while isinstance(root, cst.Attribute):
+                root = root.value
+            if (
+                isinstance(call.func, cst.Attribute) and isinstance(root, cst.Name)
+                and root.value not in bound and ix.call_qname(call) is None
+                and call.func.attr.value not in _READS
+            ):
+                return False  # `paths.append(...)`: a change of an outside object
+    for name in stores:
+        b = binding_of(ix, name)
+        if b is None:
+            return False
+        for ref in direct_refs(ix, b):
+            if not any(ix.inside(ref, s) for s in stmts):
+                return False
+    return True
+
+
+def _method_of_new(ctx, call: cst.Call) -> bool:
+    """A method of an object a library call just made: ``tarfile.open(p).extractall(d)``."""
+    func = call.func
+    return (
+        isinstance(func, cst.Attribute) and isinstance(func.value, cst.Call)
+        and ctx.ix.call_qname(func.value) is not None and call_is_safe(ctx, func.value)
+    )
+
+
+def _plain_names(target: cst.BaseExpression) -> list[cst.Name] | None:
+    """The names of ``x`` / ``x, (y, z)``; None for attributes, items, starred targets."""
+    if isinstance(target, cst.Name):
+        return [target]
+    if isinstance(target, (cst.Tuple, cst.List)):
+        out: list[cst.Name] = []
+        for e in target.elements:
+            inner = None if isinstance(e, cst.StarredElement) else _plain_names(e.value)
+            if inner is None:
+                return None
+            out.extend(inner)
+        return out
+    return None
+
+
+def _returns_data(ctx, call: cst.Call) -> bool:
+    return ctx.ix.call_qname(call) == "datasets.load_dataset" or _is_true(
+        arg(call, 1 << 30, "download")
+    )
+
+
 def _downloads(ctx, call: cst.Call, q: str | None, archives: set[str]) -> bool:
     """``call`` fetches or unpacks data files that every rank would write at once."""
     if q in _DOWNLOADERS or _is_true(arg(call, 1 << 30, "download")):
@@ -189,19 +320,34 @@ def _archive_names(ctx) -> set[str]:
     return names
 
 
+_EXISTS = ("exists", "isdir", "isfile")
+
+
 def _unit(ctx, stmt: cst.CSTNode, archives: set[str]) -> cst.CSTNode:
     """The statement to guard: the enclosing ``with``/``for`` statements (an archive opened
-    around its extraction, a loop over its members), then an ``if not exists(...)`` guard."""
+    around its extraction, a loop over its members), then an ``if not exists(...)`` guard,
+    the whole ``if``/``elif``/``else`` when the download is in a later branch (``if
+    isfile(p): print("cached") else: download()``): the test reads what the download writes,
+    so every rank must evaluate it after rank 0 downloaded, else a rank that sees the files
+    skips the branch (and its barrier) that rank 0 waits in."""
     ix = ctx.ix
     while True:
         owner = ix.parent.get(ix.block_of(stmt))
+        tests = []
+        if isinstance(owner, cst.Else):
+            owner = ix.parent.get(owner)  # the `if` (or `elif`) whose `else` this is
+        while isinstance(owner, cst.If):
+            tests.append(ix.code(owner.test))
+            up = ix.parent.get(owner)
+            if not (isinstance(up, cst.If) and up.orelse is owner):
+                break
+            owner = up  # an `elif`: the chain starts at the first `if`
         if not isinstance(owner, (cst.With, cst.For, cst.If)) or unsafe_calls(
             ctx, owner, _bound(ix, owner, deep=True) | archives
         ):
             return stmt  # a training loop, a model call: never on rank 0 alone
         if isinstance(owner, cst.If):
-            test = ix.code(owner.test)
-            return owner if any(x in test for x in ("exists", "isdir", "isfile")) else stmt
+            return owner if any(x in t for t in tests for x in _EXISTS) else stmt
         stmt = owner
 
 
