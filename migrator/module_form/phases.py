@@ -32,12 +32,8 @@ def attach_function(facts: Facts, phase, what: str) -> cst.For | None:
     body = list(fn.body.body)
     if phase.holder not in body:
         raise _nofit("MIG502", phase.loop, f"the {what} loop is nested in other statements of `{fn.name.value}()`")
-    calls = [c for c in ix.calls if isinstance(c.func, cst.Name) and c.func.value == fn.name.value]
-    uses = [
-        n for n in ix.subtree(ix.module, cst.Name)
-        if n.value == fn.name.value and n is not fn.name
-        and not (isinstance(ix.parent.get(n), cst.Attribute) and ix.parent[n].attr is n)  # ``model.train()``
-    ]
+    uses = _references(ix, fn)
+    calls = [c for c in ix.calls if isinstance(c.func, cst.Name) and c.func in uses]
     if len(calls) < 1:
         return None
     epoch_calls = [c for c in calls if ix.loops_around(c)]
@@ -69,6 +65,21 @@ def attach_function(facts: Facts, phase, what: str) -> cst.For | None:
             targets=[cst.AssignTarget(cst.Name(result))], value=tail.body[0].value)])
     phase.removable = len(uses) == 1
     return ix.loops_around(call)[0]
+
+
+def _references(ix, fn: cst.FunctionDef) -> list[cst.Name]:
+    """The names that refer to the module-level function ``fn``, resolved through scopes: not
+    ``model.train()``, not the keyword of ``MNIST(train=True)``, not a local of that name."""
+    scope = ix.scope_of(fn)
+    if scope is None:
+        return []
+    return [
+        access.node
+        for assignment in scope.assignments[fn.name.value]
+        if getattr(assignment, "node", None) is fn
+        for access in assignment.references
+        if isinstance(access.node, cst.Name)
+    ]
 
 
 def _result_name(stmt: cst.CSTNode, call: cst.Call) -> str | None:
