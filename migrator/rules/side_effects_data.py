@@ -55,7 +55,12 @@ class DownloadRankZeroFirst(Rule):
     (Fabric: `fabric.rank_zero_first()`); consecutive ones share one block, together with the
     statements right after them that use what they fetched (writing the response to a file).
     A download inside `with`/`for` takes that statement along, and one under an
-    `if not os.path.exists(...)` takes the `if`. Statements a rewrite adds next to them
+    `if not os.path.exists(...)` takes the `if` (in the `else` of `if os.path.isfile(...)`,
+    the whole `if`/`else`: every rank must test after rank 0 downloaded). Where the block only
+    writes files (nothing it binds is read after it, it changes no outside object and returns
+    no data set), rank 0 runs it alone, `if rt.is_global_zero: ...` then `rt.barrier()`:
+    inside `rank_zero_first` the others would run an unconditional download again, rewriting
+    the files rank 0 already reads. Statements a rewrite adds next to them
     (`setup_dataloaders`) go after the block: a collective inside it would deadlock.
     A bare `os.makedirs(d)` gets `exist_ok=True` instead (inside the block the
     other ranks would still fail on the folder rank 0 made). A call that passes `exist_ok`
