@@ -36,6 +36,9 @@ class Vocabulary:
     wrapper_class: str
     wrapper_var: str  # preferred variable name for a new wrapper object
     device: str = "{rt}.device"
+    # This process's index among the processes on its machine (its GPU's index under the
+    # launchers): what a script printing an integer device id (``device = 0``) printed.
+    local_rank: str = "{rt}.local_rank"
     setup: str = "{rt}.setup({args})"
     setup_dataloaders: str = "{rt}.setup_dataloaders({loader})"
     # An evaluation loader: every sample seen exactly once in total (see eval_data_sharded).
@@ -145,6 +148,7 @@ ACCELERATE = Vocabulary(
     # One `prepare` for models, optimizers and loaders. Schedulers are never prepared: a
     # prepared per-epoch scheduler steps once per process (the LR decays N times too fast).
     setup="{rt}.prepare({args})",
+    local_rank="{rt}.local_process_index",
     setup_dataloaders="{rt}.prepare({loader})",
     # A prepared loader pads the last batches with duplicates (even_batches); sums over the
     # data set cannot drop them (only gather_for_metrics on per-sample tensors can). So
