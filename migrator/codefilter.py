@@ -181,6 +181,7 @@ CODE_ANCHORS: dict[str, Anchor] = {
     "MIG901": lambda s: s.uses(
         "init_process_group", "DistributedDataParallel", "DistributedSampler", "spawn",
         "start_processes", "FullyShardedDataParallel", "fully_shard", "initialize", "Accelerator",
+        "distributed",  # torch.distributed.tensor / device_mesh / ... calls (a dotted part)
     ),
     "MIG902": lambda s: s.uses("share_memory", "multiprocessing"),
     "MIG903": lambda s: s.uses("optim"),

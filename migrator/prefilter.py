@@ -109,7 +109,7 @@ ANCHORS: dict[str, tuple] = {
         words(
             "init_process_group", "DistributedDataParallel", "DistributedSampler", "spawn",
             "start_processes", "FullyShardedDataParallel", "fully_shard", "initialize",
-            "Accelerator",
+            "Accelerator", "distributed",  # torch.distributed.tensor / device_mesh / ... calls
         ),
     ),
     "MIG902": (words("share_memory", "multiprocessing"),),
