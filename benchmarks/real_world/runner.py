@@ -36,6 +36,7 @@ from e2e._harness import (  # noqa: E402
 
 from .bed import DISTRIBUTED, NOT_RUNNABLE, Spec  # noqa: E402
 from .procs import error_line, failed, keep_log, run  # noqa: E402
+from .program import program_files  # noqa: E402
 from .results import (  # noqa: E402
     FAIL,
     PASS,
@@ -88,13 +89,15 @@ class Bed:
         """``code``: an exported torch-migrate (sources.snapshot) to use instead of the install."""
         self.sources, self.work, self.timeout, self.code = sources, work, timeout, code
 
-    def copy(self, spec: Spec, label: str, script_text: str | None = None) -> tuple[Path, set[str]]:
-        """A fresh copy of the spec's folder (script replaced by ``script_text``), set up."""
+    def copy(
+        self, spec: Spec, label: str, port: dict[str, str] | None = None
+    ) -> tuple[Path, set[str]]:
+        """A fresh copy of the spec's folder, ``port``'s files written over theirs, set up."""
         dest = self.work / slug(spec.name) / label
         shutil.rmtree(dest, ignore_errors=True)
         shutil.copytree(self.sources[spec.repo] / spec.folder, dest, symlinks=True)
-        if script_text is not None:
-            (dest / spec.script).write_text(script_text)
+        for rel, text in (port or {}).items():
+            (dest / rel).write_text(text)
         if spec.setup:
             spec.setup(dest)
         return dest, files_in(dest)
@@ -128,20 +131,21 @@ class Bed:
             )
         return first_difference(orig["proc"].stdout, orig["again"].stdout) is None
 
-    def migrate(self, spec: Spec, target: str, res: Result) -> str | None:
-        """Migrate a fresh copy; the port's text, or None when there is nothing to run."""
+    def migrate(self, spec: Spec, target: str, res: Result) -> dict[str, str] | None:
+        """Migrate a fresh copy as a user would: the script and the sibling modules it imports,
+        named together (one program, docs/programs.md), rewritten in place. The ported files'
+        texts by path, or None when there is nothing to run."""
         cwd, _ = self.copy(spec, f"{target}-migrate")
-        out = cwd / "ported.py"
+        files = program_files(cwd, spec.script)
         proc = run(
             [
                 sys.executable,
                 "-m",
                 "migrator",
-                spec.script,
+                *files,
                 "--target",
                 target,
-                "-o",
-                str(out),
+                "--write",
                 "--format",
                 "json",
             ],
@@ -158,22 +162,35 @@ class Bed:
         findings = [f for file in report["files"] for f in file.get("findings", [])]
         res.findings = len(findings)
         res.codes = sorted({f["code"] for f in findings if f["code"].startswith("MIG9")})
-        status = report["files"][0]["status"] if report["files"] else "?"
+        entry = next((f for f in report["files"] if f["path"] == spec.script), None)
+        entry = entry or (report["files"][0] if report["files"] else {})
+        status = entry.get("status", "?")
+        failed_files = [f["path"] for f in report["files"] if f.get("status") == "failed"]
         if res.codes:
             refused = f"refused ({', '.join(res.codes)})"
             res.migrate = Check(PASS if spec.kind == DISTRIBUTED else FAIL, refused)
             return None
         if spec.kind == DISTRIBUTED:
             res.migrate = Check(FAIL, f"ported ({status}) without a MIG9xx refusal")
-        elif proc.returncode != 0 or not out.exists() or status == "failed":
-            reason = report["files"][0].get("reason") if report["files"] else None
-            res.migrate = Check(FAIL, f"exit {proc.returncode}, {status}: {reason or ''}".strip())
+        elif proc.returncode != 0 or failed_files:
+            bad = next((f for f in report["files"] if f.get("status") == "failed"), entry)
+            reason = bad.get("reason") or ""
+            where = f" ({bad['path']})" if bad.get("path", spec.script) != spec.script else ""
+            said = f"exit {proc.returncode}, {bad.get('status', status)}{where}: {reason}"
+            res.migrate = Check(FAIL, said.strip())
             return None
         else:
-            res.migrate = Check(PASS, status)
-        return out.read_text() if out.exists() else None
+            helpers = [
+                f["path"]
+                for f in report["files"]
+                if f["path"] != spec.script and f.get("status") == "changed"
+            ]
+            res.migrate = Check(PASS, status + (f" (+ {', '.join(helpers)})" if helpers else ""))
+        return {rel: (cwd / rel).read_text() for rel in files}
 
-    def one_process(self, spec: Spec, target: str, port: str, orig: dict, res: Result) -> dict:
+    def one_process(
+        self, spec: Spec, target: str, port: dict[str, str], orig: dict, res: Result
+    ) -> dict:
         cwd, before = self.copy(spec, f"{target}-1proc", port)
         proc = run(
             [sys.executable, spec.script, *spec.args],
@@ -201,7 +218,7 @@ class Bed:
         return {"proc": proc, "cwd": cwd, "files": files}
 
     def two_processes(
-        self, spec: Spec, target: str, port: str, one: dict, orig: dict, res: Result
+        self, spec: Spec, target: str, port: dict[str, str], one: dict, orig: dict, res: Result
     ) -> None:
         cwd, before = self.copy(spec, f"{target}-2proc", port)
         probe = self.work / slug(spec.name) / f"{target}-probe"

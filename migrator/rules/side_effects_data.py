@@ -94,7 +94,7 @@ class DownloadRankZeroFirst(Rule):
         for call in ix.calls:
             if in_rank_zero_guard(ctx, call):
                 continue
-            q = ix.call_qname(call)
+            q = _plain_qname(ix.call_qname(call))
             if q in _MAKEDIRS:
                 self._makedirs(ctx, call, wrap)
             elif _downloads(ctx, call, q, archives):
@@ -204,7 +204,9 @@ def _split(ctx, wrap: dict, first: cst.CSTNode, last: cst.CSTNode):
 
 
 # Read-only methods of a value the block does not bind (``", ".join``, ``cfg.get``).
-_READS = frozenset({"format", "join", "strip", "split", "replace", "get", "keys", "values", "items"})
+_READS = frozenset(
+    {"format", "join", "strip", "split", "replace", "get", "keys", "values", "items"}
+)
 _NO_RANK_ZERO_ALONE = (
     cst.Global, cst.Nonlocal, cst.Import, cst.ImportFrom, cst.FunctionDef, cst.ClassDef, cst.Del,
     cst.AugAssign, cst.AnnAssign, cst.NamedExpr, cst.Return, cst.Yield, cst.Await, cst.Break,
@@ -287,6 +289,14 @@ def _returns_data(ctx, call: cst.Call) -> bool:
     return ctx.ix.call_qname(call) == "datasets.load_dataset" or _is_true(
         arg(call, 1 << 30, "download")
     )
+
+
+def _plain_qname(q: str | None) -> str | None:
+    """``six.moves.urllib.request.urlretrieve`` (py2/3 compatibility aliases) ->
+    ``urllib.request.urlretrieve``."""
+    if q is not None and q.startswith("six.moves.urllib."):
+        return q[len("six.moves.") :]
+    return q
 
 
 def _downloads(ctx, call: cst.Call, q: str | None, archives: set[str]) -> bool:

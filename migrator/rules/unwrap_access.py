@@ -142,7 +142,9 @@ def _stored_into(ctx: PlanContext, node: cst.CSTNode) -> list[cst.BaseExpression
         if found is None or found[0] is not fn or fn.name.value == "__init__":
             continue  # (a class's construction returns the instance, not this value)
         assign = ix.parent.get(call)
-        if not (isinstance(assign, cst.Assign) and assign.value is call and len(assign.targets) == 1):
+        if not (
+            isinstance(assign, cst.Assign) and assign.value is call and len(assign.targets) == 1
+        ):
             continue
         target = assign.targets[0].target
         if index is None:
