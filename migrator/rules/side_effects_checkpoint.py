@@ -187,6 +187,11 @@ class LoadThroughWrapper(Rule):
     the CPU; `load_state_dict` copies onto the model's device); a load mapped to a device is
     left to the device rules. Loads from buffers or open file handles stay. A load with
     `weights_only=False` is reported: it unpickles arbitrary code, so load only trusted files.
+    A checkpoint or a whole pickled model (a loaded value that is called, or whose `.eval()`,
+    `.parameters()`, ... is used) that stays on `torch.load` (a file handle, accelerate, a
+    pickle) and names no `map_location` gets `map_location={"cuda:0": str(rt.device)}`:
+    tensors saved from the GPU come back on the process's own GPU, not on GPU 0 on every
+    rank; tensors saved from the CPU stay there, as in the script.
 
     Only checkpoints go through the wrapper: a load whose result reaches a
     `load_state_dict(...)` (directly, or a checkpoint dict's entries). Data saved with
@@ -218,18 +223,60 @@ class LoadThroughWrapper(Rule):
                 continue
             if in_rank_zero_guard(ctx, call):
                 continue
-            if _restores_state(ctx, call):
+            restores = _restores_state(ctx, call)
+            if restores:
                 change = self._rewrite(ctx, call)
             else:  # a data file, a whole pickle: the script's own torch.load stays
                 change = self._report_unsafe(ctx, call)
                 if ctx.ix.class_of(call) is not None:
                     continue  # a Dataset reading its files (DataLoader workers: no barrier)
+            if (change is None or not change.fixed) and (restores or _loads_module(ctx, call)):
+                self._map_to_device(ctx, call)
             anchor = _read_anchor(ctx, call)
             if writes and not _after_barrier(ctx, anchor):
                 # the script writes checkpoints: rank 0 may still be writing this very file
                 if change is None or not change.fixed:  # (a report of an unsafe load stays one)
                     change = ctx.finding(self.code, call, "wait for rank 0's write before reading")
                 change.insert_before(anchor, change.stmt(ctx.vocab.barrier))
+
+    def _map_to_device(self, ctx, call: cst.Call) -> None:
+        """A checkpoint or a whole model kept on ``torch.load`` without a ``map_location``:
+        tensors saved from ``cuda:0`` (the single-GPU script's GPU; rank 0's, in the port) come
+        back on this process's device instead of GPU 0 on every rank. Tensors saved from the
+        CPU stay on the CPU, as in the script."""
+        if ctx.ix.class_of(call) is not None or any(
+            a.star or (a.keyword is not None and a.keyword.value == "map_location")
+            for a in call.args
+        ):
+            return
+        if any(a.keyword is None for a in call.args[1:]):
+            return  # map_location given by position
+        change = ctx.finding(
+            self.code, call,
+            "without map_location every rank loads the tensors saved from GPU 0 onto GPU 0:"
+            " map them to this process's device",
+        )
+        mapping = change.expr('{{"cuda:0": str(%s)}}' % ctx.vocab.device)
+        equal = cst.AssignEqual(
+            whitespace_before=cst.SimpleWhitespace(""), whitespace_after=cst.SimpleWhitespace("")
+        )
+        extra = cst.Arg(keyword=cst.Name("map_location"), value=mapping, equal=equal)
+
+        def add(updated: cst.Call) -> cst.Call:
+            args = list(updated.args)
+            last = args[-1]
+            if isinstance(last.comma, cst.Comma) and isinstance(
+                last.comma.whitespace_after, cst.ParenthesizedWhitespace
+            ):  # one argument a line, a trailing comma: the new one goes on its own line
+                return updated.with_changes(
+                    args=[*args, extra.with_changes(comma=last.comma)]
+                )
+            args[-1] = last.with_changes(
+                comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
+            )
+            return updated.with_changes(args=[*args, extra])
+
+        change.replace(call, add)
 
     def _report_unsafe(self, ctx, call: cst.Call):
         weights = [a for a in call.args if a.keyword is not None and a.keyword.value == "weights_only"]
@@ -276,6 +323,29 @@ def _restores_state(ctx, call: cst.Call) -> bool:
     target = ctx.facts.assign_target(call)
     binding = binding_of(ctx.ix, target) if isinstance(target, cst.Name) else None
     return any(_feeds_load_state_dict(ctx, ref) for ref in ctx.facts.refs(binding))
+
+
+# What only a module answers: a loaded value used this way is a whole pickled model.
+_MODULE_USES = frozenset({
+    "eval", "train", "parameters", "named_parameters", "state_dict", "load_state_dict", "forward",
+    "modules", "named_modules", "children", "buffers", "zero_grad", "requires_grad_",
+})
+
+
+def _loads_module(ctx, call: cst.Call) -> bool:
+    """``net = torch.load(f)`` then ``net.eval()`` / ``net(x)``: a whole pickled model."""
+    target = ctx.facts.assign_target(call)
+    binding = binding_of(ctx.ix, target) if isinstance(target, cst.Name) else None
+    for ref in ctx.facts.refs(binding):
+        parent = ctx.ix.parent.get(ref)
+        if isinstance(parent, cst.Call) and parent.func is ref:
+            return True
+        if (
+            isinstance(parent, cst.Attribute) and parent.value is ref
+            and parent.attr.value in _MODULE_USES
+        ):
+            return True
+    return False
 
 
 def _feeds_load_state_dict(ctx, node: cst.CSTNode) -> bool:

@@ -201,3 +201,42 @@ def test_the_scoreboard_migrates_the_script_with_the_modules_it_imports(tmp_path
     assert sorted(files) == sorted(
         ["main.py", "data.py", "dataset.py", "model.py", "pkg/__init__.py", "pkg/layers.py"]
     )
+
+
+# ---------------------------------------------------------------- MIG403: GPU 0 on every rank
+
+PICKLED = TRAIN + """torch.save(model, "full.pt")
+with open("full.pt", "rb") as f:
+    net = torch.load(f, weights_only=False)
+net.eval()
+"""
+DEVICE = {"runtime": "rt.device", "fabric": "fabric.device", "accelerate": "accelerator.device"}
+
+
+@pytest.mark.parametrize("target", list(DEVICE))
+def test_a_whole_model_read_back_maps_gpu_0_to_the_process_device(target):
+    out = _port("import torch\n" + PICKLED, target)
+    mapping = f'map_location={{"cuda:0": str({DEVICE[target]})}}'
+    want = f"net = torch.load(f, weights_only=False, {mapping})"
+    assert want in out, out
+
+
+def test_a_state_dict_kept_on_torch_load_maps_gpu_0_to_the_process_device():
+    source = "import torch\n" + TRAIN + 'model.load_state_dict(torch.load("w.pt"))\n'
+    out = _port(source, "accelerate")  # accelerate has no load of its own for a file
+    want = 'load_state_dict(torch.load("w.pt", map_location={"cuda:0": str(accelerator.device)}))'
+    assert want in out, out
+
+
+@pytest.mark.parametrize(
+    "load",
+    [
+        'data = torch.load("traindata.pt")\nprint(data.shape)\n',  # data: the script's own load
+        'net = torch.load("full.pt", "cpu")\nnet.eval()\n',  # its own map_location, by position
+        'net = torch.load("full.pt", map_location=None)\nnet.eval()\n',
+    ],
+)
+def test_loads_that_are_not_models_or_choose_their_location_stay(load):
+    out = _port("import torch\n" + TRAIN + load)
+    assert "cuda:0" not in out, out
+    assert load.split("\n")[0] in out
