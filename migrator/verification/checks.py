@@ -30,10 +30,15 @@ class Check:
     passed: bool
     evidence: str
     details: str = ""  # multi-line (stacks), printed indented under the line
+    applies: bool = True  # False: the check cannot apply here (n/a, informational; it passes)
+
+    @property
+    def status(self) -> str:
+        return "n/a" if not self.applies else "pass" if self.passed else "fail"
 
     def to_json(self) -> dict:
-        return {"name": self.name, "passed": self.passed, "evidence": self.evidence,
-                "details": self.details}
+        return {"name": self.name, "passed": self.passed, "status": self.status,
+                "evidence": self.evidence, "details": self.details}
 
 
 def _tail(text: str, lines: int = 3) -> str:
@@ -114,14 +119,30 @@ def _checkpoint_differences(reference: Run, other: Run, *, values: bool, rank: s
             continue
         wk, gk = want["keys"], rec["keys"]
         if set(wk) != set(gk):
-            diff = sorted(set(wk) ^ set(gk))
-            return f"{path}: keys differ from the original's ({', '.join(diff[:5])})"
+            return f"{path}: {_key_difference(set(wk), set(gk))}"
         for key in sorted(wk):
             if wk[key][0] != gk[key][0]:
                 return f"{path}: {key} has shape {gk[key][0]} instead of {wk[key][0]}"
+            if wk[key][2:3] != gk[key][2:3]:
+                return f"{path}: {key} is {(gk[key][2:3] or ['?'])[0]} instead of {(wk[key][2:3] or ['?'])[0]}"
             if values and not math.isclose(wk[key][1], gk[key][1], rel_tol=1e-6, abs_tol=1e-9):
                 return f"{path}: {key} differs from the original's (sum {gk[key][1]:.6g} vs {wk[key][1]:.6g})"
     return ""
+
+
+_WRAPPERS = ("module.", "_orig_mod.", "_forward_module.", "_original_module.")
+
+
+def _key_difference(want: set[str], got: set[str]) -> str:
+    """Why the keys differ; a wrapper's prefix (DDP's ``module.``, torch.compile's
+    ``_orig_mod.``) is named: the port saved the wrapped model's state dict."""
+    for prefix in _WRAPPERS:
+        extra = sorted(k for k in got - want if prefix in k)
+        if extra and {k.replace(prefix, "") for k in got} == {k.replace(prefix, "") for k in want}:
+            return (f"keys carry the wrapper prefix {prefix!r} ({extra[0]!r}): the port saved the "
+                    "wrapped model's state dict; save the unwrapped model's")
+    diff = sorted(want ^ got)
+    return f"keys differ from the original's ({', '.join(diff[:5])})"
 
 
 def rank_silent(name: str, run: Run) -> Check:
@@ -149,6 +170,12 @@ def files_once(name: str, run: Run, single: Run) -> Check:
     return Check(name, True, f"{len(writers)} file(s), each by rank 0 only")
 
 
+def modules_saved(run: Run) -> dict[str, dict[str, str]]:
+    """Path -> {dotted key: class} of the state dicts a module's ``state_dict()`` made, per
+    checkpoint of ``run`` (the original): the classes the port's checkpoints must load into."""
+    return {path: rec["modules"] for path, rec in _checkpoints(run).items() if rec.get("modules")}
+
+
 def checkpoints_load(name: str, run: Run, original: Run) -> Check:
     loaded = _checkpoints(run, "0")
     if not loaded:
@@ -156,7 +183,23 @@ def checkpoints_load(name: str, run: Run, original: Run) -> Check:
     bad = _checkpoint_differences(original, run, values=False, rank="0")
     if bad:
         return Check(name, False, bad)
-    return Check(name, True, f"{', '.join(sorted(loaded))} load, keys and shapes as the original's")
+    into, absent = [], []
+    for path, rec in sorted(loaded.items()):
+        for key, result in sorted((rec.get("into") or {}).items()):
+            where = f"{path}[{key!r}]" if key else path
+            if result["ok"] is None:
+                absent.append(f"{where}: {result['error']}")
+            elif not result["ok"]:
+                return Check(name, False, f"{where} does not load into the original's "
+                             f"{result['class']} (load_state_dict strict): {result['error']}")
+            else:
+                into.append(f"{where} into {result['class']}")
+    evidence = f"{', '.join(sorted(loaded))} load; keys, shapes and dtypes as the original's"
+    if into:
+        evidence += f"; load_state_dict(strict=True): {', '.join(into)}"
+    if absent:
+        evidence += f"; not loaded into a module: {'; '.join(absent)}"
+    return Check(name, True, evidence)
 
 
 def ranks_in_sync(name: str, run: Run) -> Check:
@@ -186,3 +229,90 @@ def placement(name: str, run: Run) -> Check:
         return Check(name, False, f"rank {r['rank']} at {r['site']}: {r['message']}{more}", details)
     used = ", ".join(f"rank {rk}→{d}" for rk, d in devices) or "no CUDA device used"
     return Check(name, True, used)
+
+
+# A number as printed: sign, digits, decimals, exponent; not part of a name (conv1, cuda:1 stays).
+_NUMBER = re.compile(r"(?<![\w.:])[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?(?![\w.])")
+
+
+def shape(line: str) -> str:
+    """The line with its numbers masked (after the timing normalisation)."""
+    return _NUMBER.sub("#", normalise(line))
+
+
+def _numbers(line: str) -> list[str]:
+    return _NUMBER.findall(normalise(line))
+
+
+def _unit(token: str) -> float:
+    """One unit of the last printed digit of ``token``."""
+    mantissa, _, exponent = token.lower().partition("e")
+    decimals = len(mantissa.split(".", 1)[1]) if "." in mantissa else 0
+    return 10.0 ** (int(exponent or 0) - decimals)
+
+
+def within_last_digit(a: str, b: str) -> bool:
+    return abs(float(a) - float(b)) <= max(_unit(a), _unit(b)) * (1 + 1e-9)
+
+
+def _pairs(first: list[str], second: list[str]) -> list[tuple[int, int]]:
+    """(i, j): the k-th line of a shape in ``first`` with the k-th line of that shape in ``second``;
+    only lines with numbers."""
+    seen: dict[str, list[int]] = {}
+    for j, line in enumerate(second):
+        if _numbers(line):
+            seen.setdefault(shape(line), []).append(j)
+    used: dict[str, int] = {}
+    out = []
+    for i, line in enumerate(first):
+        key = shape(line)
+        k = used.get(key, 0)
+        if _numbers(line) and k < len(seen.get(key, ())):
+            out.append((i, seen[key][k]))
+            used[key] = k + 1
+    return out
+
+
+def _same_model(a: list[float], b: list[float]) -> bool:
+    return len(a) == len(b) and all(math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-12) for x, y in zip(a, b))
+
+
+def _differing(first: list[str], second: list[str], pairs: list[tuple[int, int]]) -> int:
+    return sum(not all(within_last_digit(x, y) for x, y in zip(_numbers(first[i]), _numbers(second[j])))
+               for i, j in pairs)
+
+
+def metrics_equal(name: str, single: Run, many: Run, processes: int) -> Check:
+    """Rank 0's evaluation numbers on N processes equal the 1-process port's, within one unit of
+    the last printed digit, where the model is identical.
+
+    Hard only for lines both runs printed in evaluation mode (every module the script switched
+    with ``.train()`` / ``.eval()`` was in eval mode) with equal parameter and buffer
+    fingerprints at that moment (before training, a loaded checkpoint, data-parallel-exact
+    training): such a metric, reduced over the sharded data, is the 1-process number. Every
+    other line (training losses of rank 0's shard, a model trained on sharded data) legitimately
+    differs: counted, informational."""
+    if single.returncode != 0 or many.returncode != 0:
+        return Check(name, True, "a run did not finish", applies=False)
+    evals_1 = [r for r in single.of("line") if r["rank"] == "0"]
+    evals_n = [r for r in many.of("line") if r["rank"] == "0"]
+    texts_1, texts_n = [r["text"] for r in evals_1], [r["text"] for r in evals_n]
+    compared = 0
+    for i, j in _pairs(texts_1, texts_n):
+        if not _same_model(evals_1[i]["fp"], evals_n[j]["fp"]):
+            continue
+        compared += 1
+        for x, y in zip(_numbers(texts_1[i]), _numbers(texts_n[j])):
+            if not within_last_digit(x, y):
+                return Check(name, False, f"rank 0 printed {texts_n[j]!r}, 1 process {texts_1[i]!r}: "
+                             f"{y} vs {x}, with the same model in eval mode (a metric not reduced "
+                             "over the ranks' shards?)")
+    out_1, out_n = single.stdout.splitlines(), many.rank_stdout.get("0", "").splitlines()
+    pairs = _pairs(out_1, out_n)
+    other = f"{_differing(out_1, out_n, pairs)} of {len(pairs)} numeric line(s) differ overall (informational: " \
+            "training on sharded data changes the numbers)"
+    if not compared:
+        return Check(name, True, "no line printed in eval mode by a model identical on 1 and "
+                     f"{processes} processes; {other}", applies=False)
+    return Check(name, True, f"{compared} eval-mode line(s) of an identical model equal within one unit "
+                 f"of the last digit; {other}")

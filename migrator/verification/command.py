@@ -46,11 +46,12 @@ def verify_command(script: Path, script_args: tuple[str, ...], target: str, form
         click.echo(json.dumps(report.to_json(), indent=2))
     else:
         for check in report.checks:
-            click.echo(f"{'PASS' if check.passed else 'FAIL'} {check.name}: {check.evidence}")
+            click.echo(f"{check.status.upper()} {check.name}: {check.evidence}")
             if check.details and not check.passed:
                 click.echo("\n".join("    " + line for line in check.details.rstrip().splitlines()))
         failed = sum(not c.passed for c in report.checks)
-        click.echo(f"verify: {len(report.checks) - failed} passed, {failed} failed "
+        na = sum(c.status == "n/a" for c in report.checks)
+        click.echo(f"verify: {len(report.checks) - failed - na} passed, {failed} failed, {na} n/a "
                    f"({report.seconds:.1f}s)" + (f"; runs kept in {report.workdir}" if keep else ""))
     return EXIT_PASS if report.passed else EXIT_FAIL
 

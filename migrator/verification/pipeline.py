@@ -3,6 +3,7 @@ processes, then check. No torch here: runs are child processes."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import tempfile
@@ -53,24 +54,14 @@ class Report:
 Progress = Callable[[str, Run | None], None]
 
 
-def _migrate(req: Request) -> tuple[str | None, str]:
-    """The port's text (None on failure) and a message."""
+def _migrate(req: Request) -> tuple[dict[str, str] | None, str]:
+    """The port: {path relative to the script's folder: migrated text} (None on failure), and a
+    message."""
     if req.migrated is not None:
-        return req.migrated.read_text(), f"checking {req.migrated}"
-    from migrator.engine import migrate_source
-    from migrator.options import Options
-    from migrator.results import Status
+        return {req.script.name: req.migrated.read_text()}, f"checking {req.migrated}"
+    from migrator.verification.program import migrate_program
 
-    result = migrate_source(req.script.read_text(), str(req.script), Options(target=req.target, form=req.form))
-    if result.status is Status.FAILED:
-        return None, (result.reason or "failed") + ("\n" + result.traceback if result.traceback else "")
-    if result.status is Status.SKIPPED:
-        return None, f"skipped: {result.reason}"
-    refusals = [f for f in result.findings if f.code.startswith("MIG9")]
-    if refusals and result.status is Status.UNCHANGED:  # needs a human: running the untouched script on N processes proves nothing
-        lines = [f"{req.script.name}:{f.line}:{f.col}: {f.code} {f.message}" for f in refusals]
-        return None, f"refused ({len(refusals)} MIG9xx finding(s)): {lines[0]}\n" + "\n".join(lines)
-    return result.output, f"migrated to --target {req.target} ({result.status.value})"
+    return migrate_program(req.script, req.target, req.form)
 
 
 def verify(req: Request, progress: Progress | None = None) -> Report:
@@ -87,17 +78,19 @@ def verify(req: Request, progress: Progress | None = None) -> Report:
     return report
 
 
-def _one(req: Request, work: Path, label: str, text: str | None, devices: int,
-         progress: Progress) -> Run:
+def _one(req: Request, work: Path, label: str, texts: dict[str, str] | None, devices: int,
+         progress: Progress, modules: dict | None = None) -> Run:
     folder, audit = work / label, work / f"{label}.audit"
     audit.mkdir()
-    script = copy_folder(req.script.parent, folder, req.script.name, text)
+    script = copy_folder(req.script.parent, folder, req.script.name, texts)
     args = list(req.script_args)
     if devices == 1:
         cmd, extra = [sys.executable, str(script), *args], {}
     else:
         cmd, extra = launch_cmd(req.target, script, args, devices, req.simulate_gpus)
     run = Run(label, cmd, folder, audit)
+    if modules:  # the classes the original's checkpoints came from: the port's load into them
+        extra = {**extra, "TM_VERIFY_MODULES": json.dumps(modules)}
     env = child_env(audit, folder, single=devices == 1, simulate=req.simulate_gpus, devices=devices,
                     extra=extra)
     progress(label, None)
@@ -119,20 +112,22 @@ def _verify(req: Request, report: Report, work: Path, progress: Progress) -> Non
         add(checks.placement("placement: original on 1 simulated GPU", original))
     if text is None:
         return
-    single = _one(req, work, "port-1", text, 1, progress)
+    modules = checks.modules_saved(original)
+    single = _one(req, work, "port-1", text, 1, progress, modules)
     report.runs.append(single)
     add(checks.exited("port exits 0 on 1 process", single, req.timeout))
     add(checks.same_stdout("1-process stdout same as original", original.stdout, single.stdout))
     add(checks.same_files("1-process files same as original", original, single))
     if req.simulate_gpus:
         add(checks.placement("placement: port on 1 simulated GPU", single))
-    many = _one(req, work, f"port-{req.devices}", text, req.devices, progress)
+    many = _one(req, work, f"port-{req.devices}", text, req.devices, progress, modules)
     report.runs.append(many)
     n = f"{req.devices} processes"
     add(checks.exited(f"port exits 0 on {n} ({req.target} launcher)", many, req.timeout))
     add(checks.rank_silent(f"{n}: ranks > 0 print nothing", many))
     add(checks.files_once(f"{n}: every file written once, by rank 0", many, single))
-    add(checks.checkpoints_load(f"{n}: checkpoints load", many, original))
+    add(checks.checkpoints_load(f"{n}: checkpoints load into the original's model", many, original))
+    add(checks.metrics_equal(f"{n}: rank 0 prints the 1-process metrics", single, many, req.devices))
     if many.returncode == 0:
         add(checks.ranks_in_sync(f"{n}: parameters identical on all ranks", many))
     if req.simulate_gpus:

@@ -64,13 +64,13 @@ def runtime_root() -> Path | None:
     return Path(next(iter(spec.submodule_search_locations))).resolve().parent
 
 
-def copy_folder(src: Path, dest: Path, script_name: str, text: str | None) -> Path:
-    """A copy of ``src`` at ``dest``; ``text`` (a port) replaces the script there. The script's path."""
+def copy_folder(src: Path, dest: Path, script_name: str, texts: dict[str, str] | None) -> Path:
+    """A copy of ``src`` at ``dest``; ``texts`` (the port: path relative to ``src`` -> text)
+    replace those files there. The script's path."""
     shutil.copytree(src, dest, ignore=_IGNORE, symlinks=True)
-    script = dest / script_name
-    if text is not None:
-        script.write_text(text)
-    return script
+    for rel, text in (texts or {}).items():
+        (dest / rel).write_text(text)
+    return dest / script_name
 
 
 def launch_cmd(target: str, script: Path, args: list[str], devices: int, simulate: bool) -> tuple[list[str], dict]:

@@ -5,7 +5,7 @@ Active only when ``TM_VERIFY_DIR`` is set; stdlib only until the script imports 
 simulated-GPU mode, ``TM_VERIFY_SIMULATE``, imports torch up front). Each worker process (a
 process with ``RANK``, or the one process of a 1-process run: ``TM_VERIFY_SINGLE``) writes
 ``<dir>/audit-<rank>-<pid>.jsonl`` (``start``, ``write``, ``device``, ``placement``,
-``checkpoint``, ``params``, ``exit`` records) and ``stack-<rank>-<pid>.txt`` (faulthandler); a
+``checkpoint``, ``line``, ``params``, ``exit`` records) and ``stack-<rank>-<pid>.txt`` (faulthandler); a
 worker of an N-process run has its stdout (fd 1) in ``stdout-<rank>-<pid>.txt``. Launcher
 processes only get the stack dump.
 """
@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import sys
+import weakref
 
 _DIR = os.environ.get("TM_VERIFY_DIR")
 _CKPT_SUFFIXES = (".pt", ".pth", ".ckpt", ".tar", ".bin", ".pkl")
@@ -35,6 +36,9 @@ def _install(directory):
     log = open(os.path.join(directory, f"audit-{rank}-{pid}.jsonl"), "a", buffering=1)  # noqa: SIM115
     write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
     busy, written, saved, stepped = [], [], set(), {}
+    owners, classes, switched, kept = [], {}, {}, {}
+    wanted = json.loads(os.environ.get("TM_VERIFY_MODULES") or "{}")  # path -> {key: class}
+    wanted_classes = {c for keys in wanted.values() for c in keys.values()}
 
     def record(kind, **fields):
         busy.append(1)
@@ -62,9 +66,12 @@ def _install(directory):
             if writing and isinstance(path, (str, bytes, os.PathLike)):
                 wrote(path, "open")
         elif isinstance(args[1], (str, bytes, os.PathLike)):
-            if isinstance(args[0], (str, bytes, os.PathLike)) and os.path.realpath(
-                    os.fsdecode(args[0])) in saved:
-                saved.add(os.path.realpath(os.fsdecode(args[1])))
+            source = os.path.realpath(os.fsdecode(args[0])) if isinstance(
+                args[0], (str, bytes, os.PathLike)) else None
+            if source in saved:
+                target = os.path.realpath(os.fsdecode(args[1]))
+                saved.add(target)
+                classes[target] = classes.get(source, {})
             wrote(args[1], event)
 
     def patch_save(module):
@@ -72,7 +79,9 @@ def _install(directory):
 
         def save(obj, f, *args, **kwargs):
             if isinstance(f, (str, bytes, os.PathLike)):
-                saved.add(os.path.realpath(os.fsdecode(f)))
+                real = os.path.realpath(os.fsdecode(f))
+                saved.add(real)
+                classes[real] = _owners(obj, owners)
                 wrote(f, "torch.save")
             return original(obj, f, *args, **kwargs)
 
@@ -85,8 +94,40 @@ def _install(directory):
 
         module.register_optimizer_step_post_hook(step_hook)
 
+    def patch_module(module):
+        cls = module.Module
+        train, state_dict, init = cls.train, cls.state_dict, cls.__init__
+        depth = []
+
+        def train_(self, mode=True):
+            if not depth:  # the call the script made, not torch's recursion into children
+                switched[id(self)] = weakref.ref(self)
+            depth.append(1)
+            try:
+                return train(self, mode)
+            finally:
+                depth.pop()
+
+        def state_dict_(self, *args, **kwargs):
+            out = state_dict(self, *args, **kwargs)
+            if not args and not kwargs.get("prefix") and kwargs.get("destination") is None:
+                owners.append((out, _class_path(type(self))))  # held: its id stays its own
+                del owners[:-16]
+            return out
+
+        cls.train, cls.state_dict = train_, state_dict_
+        if wanted_classes:
+            def init_(self, *args, **kwargs):
+                name = _class_path(type(self))
+                if name in wanted_classes and len(kept.setdefault(name, [])) < 4:
+                    kept[name].append(self)  # alive at exit, where a checkpoint loads into it
+                return init(self, *args, **kwargs)
+
+            cls.__init__ = init_
+
     sys.meta_path.insert(0, _Patcher({"torch.serialization": patch_save,
-                                      "torch.optim.optimizer": patch_optimizer}))
+                                      "torch.optim.optimizer": patch_optimizer,
+                                      "torch.nn.modules.module": patch_module}))
     record("start", argv=list(getattr(sys, "argv", [])), cwd=os.getcwd())
     if os.environ.get("RANK") is not None:
         out = os.open(os.path.join(directory, f"stdout-{rank}-{pid}.txt"),
@@ -95,7 +136,9 @@ def _install(directory):
         os.dup2(out, 1)
         os.close(out)
     _capture_script_globals()
-    atexit.register(_at_exit, record, written, saved, stepped)
+    if rank == "0":
+        _watch_prints(record, switched)
+    atexit.register(_at_exit, record, written, saved, stepped, classes, wanted, kept)
     sys.addaudithook(hook)
     if os.environ.get("TM_VERIFY_SIMULATE"):
         devices = int(os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("TM_VERIFY_DEVICES") or 1)
@@ -150,14 +193,14 @@ def _load(torch, path):
 
 
 def _signature(obj, prefix="", out=None, depth=0):
-    """{dotted key: [shape, sum]} of the tensors in a (nested) checkpoint object."""
+    """{dotted key: [shape, sum, dtype]} of the tensors in a (nested) checkpoint object."""
     import torch
 
     out = {} if out is None else out
     if isinstance(obj, torch.Tensor):
         t = obj.detach().cpu()
         value = float(t.double().sum()) if t.is_floating_point() or not t.is_complex() else 0.0
-        out[prefix or "<tensor>"] = [list(t.shape), value]
+        out[prefix or "<tensor>"] = [list(t.shape), value, str(t.dtype).replace("torch.", "")]
     elif isinstance(obj, dict) and depth < 4:
         for k, v in obj.items():
             _signature(v, f"{prefix}.{k}" if prefix else str(k), out, depth + 1)
@@ -169,7 +212,109 @@ def _signature(obj, prefix="", out=None, depth=0):
     return out
 
 
-def _at_exit(record, written, saved, stepped):
+def _class_path(cls):
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _owners(obj, owners, prefix="", depth=0, out=None):
+    """{dotted key: class} of the state dicts inside a saved object that a module's
+    ``state_dict()`` returned (the key "" when the object is one)."""
+    out = {} if out is None else out
+    for held, name in owners:
+        if held is obj:
+            out[prefix] = name
+            return out
+    if isinstance(obj, dict) and depth < 3:
+        for k, v in obj.items():
+            if isinstance(v, dict):
+                _owners(v, owners, f"{prefix}.{k}" if prefix else str(k), depth + 1, out)
+    return out
+
+
+def _at_key(obj, key):
+    for part in key.split(".") if key else ():
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(part, obj.get(int(part)) if part.isdigit() else None)
+    return obj
+
+
+def _load_into(obj, keys, kept):
+    """{dotted key: {"class", "ok", "error"}}: each state dict of ``obj`` loaded with
+    ``load_state_dict(strict=True)`` into a live instance of the class the original saved."""
+    out = {}
+    for key, name in sorted(keys.items()):
+        state, modules = _at_key(obj, key), kept.get(name, [])
+        if not isinstance(state, dict):
+            out[key] = {"class": name, "ok": False, "error": f"{type(state).__name__}, not a state dict"}
+            continue
+        if not modules:
+            out[key] = {"class": name, "ok": None, "error": f"no instance of {name} was made"}
+            continue
+        error = ""
+        for module in modules:
+            try:
+                module.load_state_dict(state, strict=True)
+                error = ""
+                break
+            except Exception as exc:  # noqa: BLE001 - reported by the parent
+                error = error or f"{type(exc).__name__}: {exc}"[:400]
+        out[key] = {"class": name, "ok": not error, "error": error}
+    return out
+
+
+_LINES_RECORDED = 200
+
+
+def _watch_prints(record, switched):
+    """Rank 0's printed lines in evaluation mode (every module the script switched with
+    ``.train()`` / ``.eval()`` is in eval mode), each with a fingerprint of those modules'
+    parameters and buffers: the metrics check compares such lines of the 1-process and the
+    N-process run when the fingerprints are equal (the model is identical)."""
+    import builtins
+
+    original, state = builtins.print, {"partial": "", "left": _LINES_RECORDED}
+
+    def context():
+        modules = [m for m in (ref() for ref in list(switched.values())) if m is not None]
+        if not modules or any(getattr(m, "training", True) for m in modules):
+            return None
+        seen, fingerprint = set(), []
+        for m in modules:
+            for t in (*m.parameters(), *m.buffers()):
+                if id(t) not in seen and t.is_floating_point():
+                    seen.add(id(t))
+                    fingerprint.append(float(t.detach().double().sum()))
+        return fingerprint
+
+    def observe(text):
+        if "\n" not in text:
+            state["partial"] += text
+            return
+        *lines, state["partial"] = (state["partial"] + text).split("\n")
+        fingerprint = context() if state["left"] > 0 and "torch" in sys.modules else None
+        if fingerprint is None:
+            return
+        for line in lines:
+            if state["left"] > 0 and any(c.isdigit() for c in line):
+                state["left"] -= 1
+                record("line", text=line, fp=fingerprint)
+
+    def print_(*args, sep=" ", end="\n", file=None, flush=False):
+        if (file is not None and file is not sys.stdout) or not isinstance(sep, (str, type(None))) \
+                or not isinstance(end, (str, type(None))):
+            return original(*args, sep=sep, end=end, file=file, flush=flush)
+        text = (" " if sep is None else sep).join(map(str, args)) + ("\n" if end is None else end)
+        original(text, end="", file=file, flush=flush)
+        try:
+            observe(text)
+        except Exception:  # noqa: BLE001, S110 - a fingerprint that fails costs the check a line, not the run
+            pass
+
+    builtins.print = print_
+
+
+def _at_exit(record, written, saved, stepped, classes, wanted, kept):
     try:
         sys.stdout.flush()
     except Exception:  # noqa: BLE001, S110 - a closed stdout: nothing left to flush
@@ -193,7 +338,9 @@ def _at_exit(record, written, saved, stepped):
             rel = os.path.relpath(path, root)
             try:
                 obj = _load(torch, path)
-                record("checkpoint", path=rel, ok=True, keys=_signature(obj))
+                into = _load_into(obj, wanted[rel], kept) if rel in wanted else {}
+                record("checkpoint", path=rel, ok=True, keys=_signature(obj),
+                       modules=classes.get(path, {}), into=into)
             except Exception as exc:  # noqa: BLE001 - reported by the parent
                 record("checkpoint", path=rel, ok=False, error=f"{type(exc).__name__}: {exc}"[:300])
     record("params", params=params)

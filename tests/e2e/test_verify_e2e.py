@@ -23,8 +23,15 @@ device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 x = torch.randn(64, 4)
 y = (x.sum(1) > 0).long()
 loader = DataLoader(TensorDataset(x, y), batch_size=8, shuffle=True)
+test_loader = DataLoader(TensorDataset(x, y), batch_size=16)
 model = nn.Linear(4, 2).to(device)
 optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+model.eval()
+with torch.no_grad():
+    total = sum(F.cross_entropy(model(xb.to(device)), yb.to(device), reduction="sum").item()
+                for xb, yb in test_loader)
+print(f"before training: eval loss sum {total:.4f}")
+model.train()
 for epoch in range(2):
     for xb, yb in loader:
         xb, yb = xb.to(device), yb.to(device)
@@ -52,9 +59,17 @@ x = torch.randn(64, 4)
 y = (x.sum(1) > 0).long()
 loader = DataLoader(TensorDataset(x, y), batch_size=8, shuffle=True)
 loader = rt.setup_dataloaders(loader)
+test_loader = rt.setup_dataloaders(DataLoader(TensorDataset(x, y), batch_size=16))
 model = nn.Linear(4, 2)
 optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
 model, optimizer = rt.setup(model, optimizer)
+model.eval()
+with torch.no_grad():
+    total = sum(F.cross_entropy(model(xb), yb, reduction="sum").item()
+                for xb, yb in test_loader)
+total = rt.all_reduce(total)
+rt.print(f"before training: eval loss sum {total:.4f}")
+model.train()
 for epoch in range(2):
     for xb, yb in loader:
         optimizer.zero_grad()
@@ -94,12 +109,26 @@ def test_bundled_mnist_passes_every_check_on_simulated_gpus() -> None:
     assert all(not Path(r["folder"]).exists() for r in report["runs"])  # no --keep: removed
 
 
+def test_program_helper_that_prints_and_steps_is_migrated_with_the_script() -> None:
+    """engine.py's train_one_epoch prints on every rank unless it borrows the entry's wrapper:
+    verify migrates the program (a port of train.py alone fails 'ranks > 0 print nothing')."""
+    report = verify(Request(FIXTURES / "programs" / "engine_layout" / "train.py", timeout=150,
+                            script_args=("--epochs", "1")))
+    checks = {c.name: c for c in report.checks}
+    assert report.passed, _failed(checks)
+    assert checks["migrate"].evidence == "migrated to --target runtime (changed, with engine.py)"
+    assert checks["2 processes: ranks > 0 print nothing"].evidence == "ranks 1 printed nothing"
+
+
 def test_sabotaged_port_print_save_every_rank_and_no_setup_are_each_caught(tmp_path: Path) -> None:
     port = (PORT.replace('rt.print(f"epoch', 'print(f"epoch')
             .replace('rt.save("model.pt", model.state_dict())', 'torch.save(model.state_dict(), "model.pt")')
             .replace("model, optimizer = rt.setup(model, optimizer)\n", "")
-            .replace("rt.backward(loss)", "loss.backward()"))
+            .replace("rt.backward(loss)", "loss.backward()")
+            .replace("total = rt.all_reduce(total)\n", ""))
     failed = _failed(_verify(tmp_path, port))
+    metrics = failed["2 processes: rank 0 prints the 1-process metrics"]
+    assert metrics.startswith("rank 0 printed 'before training: eval loss sum "), metrics
     assert "rank 1 printed 2 line(s), first: 'epoch 0 done'" in failed["2 processes: ranks > 0 print nothing"]
     assert "model.pt written by ranks 0, 1" in failed["2 processes: every file written once, by rank 0"]
     assert "differs between rank 0 and rank 1" in failed["2 processes: parameters identical on all ranks"]
@@ -112,18 +141,35 @@ def test_batches_on_cuda_0_fail_placement_on_rank_1(tmp_path: Path) -> None:
     checks = _verify(tmp_path, port, simulate_gpus=True)
     failed = _failed(checks)
     assert set(failed) == {"placement: port on 2 simulated GPUs"}, failed
+    # every other check passed, the two that need an identical model / the original's class included
+    metrics = checks["2 processes: rank 0 prints the 1-process metrics"]
+    assert metrics.status == "pass" and metrics.evidence.startswith("1 eval-mode line(s)"), metrics
+    loads = checks["2 processes: checkpoints load into the original's model"].evidence
+    assert "model.pt into torch.nn.modules.linear.Linear" in loads, loads
     evidence = failed["placement: port on 2 simulated GPUs"]
-    assert evidence.startswith("rank 1 at train.py:20: local rank 1 uses cuda:0 (Tensor.to)"), evidence
+    assert evidence.startswith("rank 1 at train.py:28: local rank 1 uses cuda:0 (Tensor.to)"), evidence
+
+
+def test_checkpoint_of_the_ddp_wrapped_model_does_not_load_into_the_original(tmp_path: Path) -> None:
+    port = (PORT.replace("model, optimizer = rt.setup(model, optimizer)\n",
+                         "model, optimizer = rt.setup(model, optimizer)\n"
+                         "ddp = torch.nn.parallel.DistributedDataParallel(rt.unwrap(model)) "
+                         "if rt.world_size > 1 else model\n")
+            .replace('rt.save("model.pt", model.state_dict())', 'rt.save("model.pt", ddp.state_dict())'))
+    failed = _failed(_verify(tmp_path, port))
+    assert set(failed) == {"2 processes: checkpoints load into the original's model"}, failed
+    evidence = failed["2 processes: checkpoints load into the original's model"]
+    assert evidence.startswith("model.pt: keys carry the wrapper prefix 'module.'"), evidence
 
 
 def test_hang_reports_every_rank_stack(tmp_path: Path) -> None:
     port = "import os, time\n" + PORT.replace(
         "for epoch in range(2):\n",
-        'for epoch in range(2):\n    if epoch == 1 and os.environ.get("RANK") == "1":\n        time.sleep(600)\n')
+        'for epoch in range(2):\n    if epoch == 0 and os.environ.get("RANK") == "1":\n        time.sleep(600)\n')
     check = _verify(tmp_path, port, timeout=25)["port exits 0 on 2 processes (runtime launcher)"]
     assert not check.passed and check.evidence.startswith("hang: still running after 25s"), check.evidence
     assert "rank 0:" in check.details and "rank 1:" in check.details, check.details
-    assert 'train.py", line 21' in check.details.split("rank 1:")[1], check.details
+    assert 'train.py", line 29' in check.details.split("rank 1:")[1], check.details
 
 
 SIMULATED = '''\

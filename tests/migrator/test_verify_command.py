@@ -92,3 +92,75 @@ def test_torch_free_script_passes_and_migrate_process_never_imports_torch(tmp_pa
         "original exits 0 on 1 process", "port exits 0 on 1 process",
         "1-process stdout same as original", "1-process files same as original"]
     assert report["checks"][3]["evidence"] == "same 1 file(s): out.txt"
+
+
+def _lines(rank_texts: list[tuple[str, list[float]]]) -> list[dict]:
+    return [{"kind": "line", "rank": "0", "text": t, "fp": fp} for t, fp in rank_texts]
+
+
+def test_metrics_compared_only_for_eval_lines_of_an_identical_model(tmp_path: Path) -> None:
+    same, trained = [1.0, 2.5], [1.25, 2.0]
+    single = _run(tmp_path, stdout="loss 0.6931\neval sum 12.3456 acc 40/64\nloss 0.4012\neval sum 9.5\n",
+                  records=_lines([("eval sum 12.3456 acc 40/64", same), ("eval sum 9.5", same)]))
+    # rank 0's own shard: training losses differ (informational), the first evaluation is of the
+    # same model (before training) and must agree; the second is of a model trained on shards.
+    many = _run(tmp_path, rank_stdout={"0": "loss 0.7012\neval sum 12.3457 acc 40/64\nloss 0.5301\neval sum 9.1\n"},
+                records=_lines([("eval sum 12.3457 acc 40/64", same), ("eval sum 9.1", trained)]))
+    ok = checks.metrics_equal("m", single, many, 2)
+    assert ok.passed and ok.status == "pass", ok
+    assert ok.evidence.startswith("1 eval-mode line(s) of an identical model equal"), ok.evidence
+    assert "3 of 4 numeric line(s) differ overall (informational" in ok.evidence
+    unreduced = _run(tmp_path, rank_stdout={"0": "eval sum 6.1702 acc 21/64\n"},
+                     records=_lines([("eval sum 6.1702 acc 21/64", same)]))
+    bad = checks.metrics_equal("m", single, unreduced, 2)
+    assert not bad.passed and "6.1702 vs 12.3456" in bad.evidence, bad.evidence
+    sharded = _run(tmp_path, rank_stdout={"0": "eval sum 6.1702 acc 21/64\n"},
+                   records=_lines([("eval sum 6.1702 acc 21/64", trained)]))
+    na = checks.metrics_equal("m", single, sharded, 2)
+    assert na.passed and na.status == "n/a" and na.evidence.startswith("no line printed in eval mode"), na
+
+
+def test_last_digit_tolerance_and_number_masking() -> None:
+    assert checks.within_last_digit("0.1234", "0.1235") and not checks.within_last_digit("0.1234", "0.1236")
+    assert checks.within_last_digit("97", "98") and not checks.within_last_digit("97", "99")
+    assert checks.within_last_digit("1.5e-03", "1.6e-03") and not checks.within_last_digit("1.5e-03", "1.7e-03")
+    assert checks.shape("conv1 on cuda:1 loss 0.25 (98%)") == "conv1 on cuda:1 loss # (#%)"
+
+
+def test_checkpoint_of_the_wrapped_model_names_the_prefix(tmp_path: Path) -> None:
+    (tmp_path / "model.pt").write_bytes(b"x")
+    want = {"weight": [[2, 4], 1.0, "float32"], "bias": [[2], 0.5, "float32"]}
+    original = _run(tmp_path, records=[{"kind": "checkpoint", "rank": "0", "path": "model.pt", "ok": True,
+                                        "keys": want, "modules": {"": "torch.nn.modules.linear.Linear"}}])
+    assert checks.modules_saved(original) == {"model.pt": {"": "torch.nn.modules.linear.Linear"}}
+
+    def port(keys, into=None):
+        return _run(tmp_path, records=[{"kind": "checkpoint", "rank": "0", "path": "model.pt", "ok": True,
+                                        "keys": keys, "into": into or {}}])
+
+    wrapped = checks.checkpoints_load("c", port({f"module.{k}": v for k, v in want.items()}), original)
+    assert not wrapped.passed and "keys carry the wrapper prefix 'module.'" in wrapped.evidence, wrapped
+    half = checks.checkpoints_load("c", port({k: [v[0], v[1], "float16"] for k, v in want.items()}), original)
+    assert not half.passed and "is float16 instead of float32" in half.evidence, half
+    refused = port(want, {"": {"class": "Net", "ok": False, "error": "RuntimeError: size mismatch"}})
+    assert "does not load into the original's Net" in checks.checkpoints_load("c", refused, original).evidence
+    loaded = checks.checkpoints_load("c", port(want, {"": {"class": "Net", "ok": True, "error": ""}}), original)
+    assert loaded.passed and "load_state_dict(strict=True): model.pt into Net" in loaded.evidence
+
+
+def test_verify_migrates_the_program_the_script_imports(tmp_path: Path) -> None:
+    import shutil
+
+    from conftest import FIXTURES
+
+    from migrator.verification.program import migrate_program
+
+    folder = tmp_path / "project"
+    shutil.copytree(FIXTURES / "programs" / "engine_layout", folder)
+    # another training script of the folder: `migrate DIR` would port it, but SCRIPT never runs it
+    (folder / "other.py").write_text((folder / "train.py").read_text())
+    texts, message = migrate_program(folder / "train.py", "runtime", "wrapper")
+    assert texts is not None and set(texts) == {"train.py", "engine.py"}, message
+    assert message == "migrated to --target runtime (changed, with engine.py)"
+    assert "def train_one_epoch(rt, model," in texts["engine.py"]
+    assert "train_one_epoch(rt, model," in texts["train.py"]
