@@ -68,6 +68,9 @@ class Vocabulary:
     is_global_zero: str = "{rt}.is_global_zero"
     barrier: str = "{rt}.barrier()"
     seed_everything: str | None = "{rt}.seed_everything({seed})"
+    # An unseeded script's ranks draw different random numbers (torch seeds each process from
+    # the OS): every rank takes rank 0's seed, so they draw the same ones (MIG408).
+    share_seed: str = "{rt}.seed_everything({rt}.broadcast(torch.initial_seed() % 2**32))"
     # Capability flags (rules branch on these, never on the target name).
     # True: evaluation loaders are sharded without padding, so eval accumulators must be
     # summed across ranks. False: evaluation loaders are replicated (every rank sees the
@@ -183,6 +186,10 @@ ACCELERATE = Vocabulary(
     # accelerate.utils.set_seed needs an import the wrapper does not bring: the script's own
     # torch.manual_seed stays (same seed on every rank; DDP broadcasts the initial weights).
     seed_everything=None,
+    share_seed=(
+        "torch.manual_seed(int({rt}.gather(torch.tensor([torch.initial_seed() % 2**32], "
+        "device={rt}.device))[0]))"
+    ),
     wrapped_model_transparent=False,
     # AcceleratedOptimizer.step(closure) has no `return`; `.optimizer` is the torch optimizer.
     closure_step="{optimizer}.optimizer.step({closure})",
