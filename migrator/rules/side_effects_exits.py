@@ -53,6 +53,7 @@ class CollectiveLoopExit(Rule):
 
     def plan(self, ctx) -> None:
         ix = ctx.ix
+        first = None
         for loop in ix.loops:
             if not trains(ctx, loop):
                 continue
@@ -69,6 +70,7 @@ class CollectiveLoopExit(Rule):
                 change = ctx.finding(
                     self.code, test, "this exit depends on per-rank values: decide it on all ranks"
                 )
+                first = first or change
                 change.renders(ctx.vocab.reduce_boolean_decision)  # rendered in the replacement
                 change.replace(
                     test,
@@ -77,6 +79,9 @@ class CollectiveLoopExit(Rule):
                         reduce="all" if a == "True" else "any",
                     ),
                 )
+
+        if first is not None:
+            _share_seed(ctx, first)
 
     @staticmethod
     def _per_rank_names(ctx, loop: cst.CSTNode) -> set[str]:
@@ -106,3 +111,54 @@ class CollectiveLoopExit(Rule):
         if any(n.value in varying for n in names):
             return True
         return any(ix.call_qname(c) in _CLOCKS for c in ix.subtree(test, cst.Call))
+
+
+# torch functions and tensor methods that draw from the default generator.
+_DRAWS = {"rand", "randn", "randint", "randperm", "normal", "rand_like", "randn_like",
+          "randint_like", "bernoulli", "multinomial", "poisson"}
+_IN_PLACE_DRAWS = {"normal_", "uniform_", "random_", "bernoulli_", "exponential_", "cauchy_",
+                   "log_normal_", "geometric_"}
+_SEEDS = {"manual_seed", "seed_everything", "set_seed", "seed"}
+
+
+def _share_seed(ctx, change) -> None:
+    """An unseeded script that draws torch random numbers gets rank 0's seed on every rank.
+
+    torch seeds each process from the OS, so the ranks of an unseeded script draw different
+    numbers: different targets and batches (pytorch/examples regression draws the polynomial
+    it fits). The averaged gradients then fit no rank's data and a threshold exit that every
+    rank must reach is never reached. With one seed every rank draws what rank 0 draws (the
+    replicated data MIG303 reports), the losses agree and the loop ends as on 1 process.
+    """
+    ix = ctx.ix
+    draws = False
+    for call in ix.calls:
+        func = call.func
+        last = func.attr.value if isinstance(func, cst.Attribute) else (
+            func.value if isinstance(func, cst.Name) else None)
+        if last in _SEEDS:
+            return  # the script seeds (or a migrated file already shares the seed)
+        qname = ix.call_qname(call) or ""
+        if (qname.startswith("torch.") and qname.rsplit(".", 1)[-1] in _DRAWS) or (
+            isinstance(func, cst.Attribute) and last in _IN_PLACE_DRAWS
+        ):
+            draws = True
+    if not draws:
+        return
+    body = list(ix.module.body)
+    wrapper = ctx.facts.wrapper
+    if wrapper is not None:
+        if wrapper.target != ctx.vocab.name or wrapper.stmt not in body:
+            return
+        after = body.index(wrapper.stmt) + 1
+    else:
+        from migrator.rules.wrapper_object import wrapper_anchor
+
+        after = body.index(wrapper_anchor(ctx)) + 1
+    if after >= len(body):
+        return
+    change.insert_before(body[after], change.stmt(ctx.vocab.share_seed))
+    change.message += (
+        "; the script is unseeded, so every rank draws rank 0's random numbers "
+        "(else each rank fits its own random data and no exit is ever agreed)"
+    )
