@@ -7,7 +7,7 @@ import libcst as cst
 from migrator.analysis import names as N
 from migrator.analysis.flow import binding_of
 from migrator.plan import PlanContext
-from migrator.rules._setup import batch_names, model_moves
+from migrator.rules._setup import already_set_up, batch_names, model_moves, setup_anchor
 from migrator.rules.base import Rule
 
 
@@ -62,6 +62,57 @@ def _dict_comp(ix, call: cst.Call) -> cst.DictComp | None:
     return comp if ok_iter and same and isinstance(it.func.value, cst.Name) else None
 
 
+# Uses of a model that neither run it nor need it on a device: the model may stay on the CPU
+# until setup moves it. Anything else between a move and the setup point (a call, an
+# evaluation function it is passed to) runs it, on data already on the device.
+_HARMLESS_METHODS = {
+    "parameters", "named_parameters", "buffers", "named_buffers", "modules", "named_modules",
+    "children", "named_children", "train", "eval", "load_state_dict", "state_dict", "apply",
+    "to", "cuda", "cpu", "zero_grad", "requires_grad_", "register_buffer", "float", "double",
+    "half", "bfloat16", "share_memory",
+}
+_HARMLESS_CALLS = {"print", "len", "isinstance", "id", "type", "repr", "str", "hasattr"}
+
+
+def removable_model_moves(ctx) -> dict[cst.Call, object]:
+    """The model moves setup makes redundant, less those the model needs before setup runs:
+    ``model = Net().to(device)`` then ``if args.evaluate: test(model, ...); return`` before the
+    optimizer is built keeps its move (the evaluation would run a CPU model on device batches)."""
+    out = {}
+    for call, m in model_moves(ctx).items():
+        anchor = setup_anchor(ctx, m)
+        if anchor is None or not _used_before_setup(ctx, m, call, anchor):
+            out[call] = m
+    return out
+
+
+def _used_before_setup(ctx, m, move: cst.Call, anchor: cst.CSTNode) -> bool:
+    ix = ctx.ix
+    fn = ix.function_of(anchor)
+    optimizers = [o.stmt for o in m.optimizers]
+    for ref in m.refs:
+        if ix.function_of(ref) is not fn or not ix.order(move) < ix.order(ref) < ix.order(anchor):
+            continue
+        if ix.inside(ref, ix.statement(move)) or any(ix.inside(ref, o) for o in optimizers):
+            continue
+        if not _harmless_use(ctx, ref):
+            return True
+    return False
+
+
+def _harmless_use(ctx, ref: cst.CSTNode) -> bool:
+    ix = ctx.ix
+    parent = ix.parent.get(ref)
+    if isinstance(parent, cst.Attribute) and parent.value is ref:
+        call = ix.parent.get(parent)
+        return isinstance(call, cst.Call) and call.func is parent and parent.attr.value in _HARMLESS_METHODS
+    if isinstance(parent, cst.Arg):
+        call = ix.parent.get(parent)
+        f = call.func if isinstance(call, cst.Call) else None
+        return isinstance(f, cst.Name) and f.value in _HARMLESS_CALLS and ix.imported_qname(f) is None
+    return False
+
+
 class ModelMoveRule(Rule):
     """Remove device moves of models that go through setup.
 
@@ -69,7 +120,14 @@ class ModelMoveRule(Rule):
     `model.to(device)` and `model = model.to(device)` before the setup point are removed
     (an `if cuda:` block left empty goes too).
 
-    **Why**: setup moves the model to the right device for each process.
+    A move the model needs before setup runs stays (`model = Net().to(device)` followed by
+    `if args.evaluate: test(model, test_loader); return` ahead of the optimizer: that path
+    evaluates on device batches). A CPU tensor the script makes and feeds to the set-up model
+    (`state = torch.tensor(obs).unsqueeze(0); probs = policy(state)`) moves to the device
+    with it: `policy(state.to(rt.device))`.
+
+    **Why**: setup moves the model to the right device for each process; its inputs must be
+    there too (the original ran on the CPU, or DataParallel copied its inputs).
 
     **Before**: `model = Net().to(device)`  **After**: `model = Net()`
     """
@@ -79,13 +137,31 @@ class ModelMoveRule(Rule):
     summary = "Remove .to(device)/.cuda() on models: setup moves them"
 
     def plan(self, ctx: PlanContext) -> None:
-        for call, m in model_moves(ctx).items():
+        for call, m in removable_model_moves(ctx).items():
             change = ctx.finding(self.code, call, f"remove the move of {ctx.ix.code(m.expr)}: setup moves the model")
             small = ctx.ix.small_statement(call)
             if isinstance(small, cst.Expr) and small.value is call:
                 change.remove(small)
             else:
                 change.replace(call, _strip)
+        rebuilt = [b.loss for b in ctx.facts.backwards]  # MIG204 rewrites these from their text
+        for arg, anchor in model_inputs(ctx):
+            if any(ctx.ix.inside(arg, loss) for loss in rebuilt):
+                ctx.finding(
+                    self.code, arg,
+                    f"make {ctx.ix.code(arg)} on the set-up model's device by hand (device="
+                    f"{ctx.vocab.device.format(rt=ctx.rt)}): it is a CPU tensor inside a backward expression",
+                    fixed=False,
+                )
+                continue
+            change = ctx.finding(self.code, arg, "")
+            dev = change.code_text(ctx.vocab.device)
+            change.replace(arg, _on_device(ctx, arg, dev))
+            change.require(anchor)  # the set-up model is on the device only where setup runs
+            change.message = (
+                "make the CPU tensor fed to the set-up model on its device: "
+                + (f"device={dev}" if _takes_device(ctx, arg) else f"{ctx.ix.code(arg)}.to({dev})")
+            )
 
 
 class BatchMoveRule(Rule):
@@ -132,7 +208,7 @@ class HardCodedDeviceRule(Rule):
 
     def plan(self, ctx: PlanContext) -> None:
         ix, facts = ctx.ix, ctx.facts
-        handled = set(model_moves(ctx)) | set(batch_moves(ctx))
+        handled = set(removable_model_moves(ctx)) | set(batch_moves(ctx))
         for call in facts.moves:
             if call in handled or facts.move_kind(call) != "cuda":
                 continue
@@ -162,6 +238,132 @@ class HardCodedDeviceRule(Rule):
             return arg.keyword.value == "device" and facts.ix.call_qname(call) != N.DEVICE_CTOR
         f = call.func
         return isinstance(f, cst.Attribute) and f.attr.value == "to" and call.args[0] is arg and facts.ix.imported_qname(f) is None
+
+
+# torch factories that make a CPU tensor unless given ``device=`` (``from_numpy`` always does)
+_FACTORIES = {
+    f"torch.{n}" for n in (
+        "tensor", "as_tensor", "from_numpy", "Tensor", "FloatTensor", "DoubleTensor", "LongTensor",
+        "IntTensor", "BoolTensor", "ByteTensor", "zeros", "ones", "rand", "randn", "randint", "full",
+        "arange", "empty", "linspace", "eye",
+    )
+}
+# methods whose result stays on the receiver's device
+_SAME_DEVICE = {
+    "unsqueeze", "squeeze", "view", "reshape", "float", "double", "long", "int", "half", "bool",
+    "flatten", "permute", "transpose", "t", "contiguous", "clone", "detach", "expand", "repeat", "cpu",
+}
+
+
+_DEVICE_KEYWORD = _FACTORIES - {f"torch.{n}" for n in ("from_numpy", "Tensor")} - {
+    q for q in _FACTORIES if q.endswith("Tensor")
+}
+
+
+def _takes_device(ctx, expr: cst.BaseExpression) -> bool:
+    """A factory call that accepts ``device=`` (``torch.ones(1, 2)``)."""
+    return isinstance(expr, cst.Call) and ctx.ix.call_qname(expr) in _DEVICE_KEYWORD
+
+
+def _on_device(ctx, original: cst.BaseExpression, dev: str):
+    """``torch.ones(1, 2)`` -> ``torch.ones(1, 2, device=<dev>)``; ``x`` -> ``x.to(<dev>)``."""
+    device = cst.parse_expression(dev)
+
+    def render(updated):
+        if _takes_device(ctx, original):
+            args = list(updated.args)
+            if args:
+                args[-1] = args[-1].with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
+            return updated.with_changes(args=[*args, cst.Arg(device, keyword=cst.Name("device"), equal=cst.AssignEqual(
+                whitespace_before=cst.SimpleWhitespace(""), whitespace_after=cst.SimpleWhitespace("")))])
+        return cst.Call(func=cst.Attribute(value=updated, attr=cst.Name("to")), args=[cst.Arg(device)])
+
+    return render
+
+
+def model_inputs(ctx) -> list[tuple[cst.BaseExpression, cst.CSTNode]]:
+    """Arguments of calls to a set-up model that are CPU tensors the script made (``state =
+    torch.tensor(obs).unsqueeze(0); probs = policy(state)``), each with its model's setup
+    anchor. The original model ran on the CPU (a script that never chose a device) or
+    received them under DataParallel; the set-up model sits on the process's device."""
+    ix = ctx.ix
+    out = []
+    for m in ctx.facts.models:
+        if m.manual or already_set_up(ctx, m):
+            continue
+        anchor = setup_anchor(ctx, m)
+        if anchor is None:
+            continue
+        fn = ix.function_of(anchor)
+        for ref in m.refs:
+            call = ix.parent.get(ref)
+            if not (isinstance(call, cst.Call) and call.func is ref):
+                continue
+            if ix.function_of(call) is fn and ix.order(call) < ix.order(anchor):
+                continue  # runs before setup: the model is where the script put it
+            for arg in call.args:
+                if not arg.star and _cpu_tensor(ctx, arg.value, call, 0):
+                    out.append((arg.value, anchor))
+    return out
+
+
+def _cpu_tensor(ctx, expr: cst.BaseExpression, at: cst.CSTNode, depth: int) -> bool:
+    """``expr`` (read at ``at``) is a tensor a torch factory made on the CPU."""
+    ix = ctx.ix
+    if depth > 4:
+        return False
+    if isinstance(expr, cst.Call):
+        if ix.call_qname(expr) in _FACTORIES:
+            return not any(a.keyword is not None and a.keyword.value == "device" for a in expr.args)
+        f = expr.func
+        return isinstance(f, cst.Attribute) and f.attr.value in _SAME_DEVICE and _cpu_tensor(ctx, f.value, at, depth + 1)
+    if isinstance(expr, cst.Subscript):
+        return _cpu_tensor(ctx, expr.value, at, depth + 1)
+    if isinstance(expr, cst.Name):
+        assign = _reaching_assign(ctx, expr, at)
+        return assign is not None and _cpu_tensor(ctx, assign.value, assign, depth + 1)
+    return False
+
+
+def _reaching_assign(ctx, name: cst.Name, at: cst.CSTNode) -> cst.Assign | None:
+    """The last ``name = ...`` before ``at`` in its function, on every path to it (its block
+    holds ``at``), with no other store of the name in between."""
+    ix = ctx.ix
+    fn = ix.function_of(at)
+    best = None
+    for node in ix.assigns:
+        if ix.function_of(node) is not fn or ix.order(node) >= ix.order(at) or ix.inside(at, node):
+            continue
+        targets = _stored_names(node)
+        if name.value not in targets:
+            continue
+        best = node if best is None or ix.order(node) > ix.order(best) else best
+    if not (isinstance(best, cst.Assign) and len(best.targets) == 1 and isinstance(best.targets[0].target, cst.Name)):
+        return None
+    if not ix.inside(at, ix.block_of(ix.statement(best))):
+        return None
+    for loop in ix.loops:  # a loop target rebinding the name between the two
+        if ix.function_of(loop) is fn and ix.order(best) < ix.order(loop) < ix.order(at) and name.value in _stored_names(loop):
+            return None
+    return best
+
+
+def _stored_names(node: cst.CSTNode) -> set[str]:
+    targets = []
+    if isinstance(node, cst.Assign):
+        targets = [t.target for t in node.targets]
+    elif isinstance(node, (cst.AugAssign, cst.AnnAssign, cst.For)):
+        targets = [node.target]
+    out = set()
+    while targets:
+        t = targets.pop()
+        if isinstance(t, cst.Name):
+            out.add(t.value)
+        elif isinstance(t, (cst.Tuple, cst.List)):
+            targets.extend(e.value for e in t.elements)
+        elif isinstance(t, cst.StarredElement):
+            targets.append(t.value)
+    return out
 
 
 def _cuda_to(updated: cst.Call, device: str) -> cst.Call:

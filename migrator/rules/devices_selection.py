@@ -14,9 +14,13 @@ class DeviceSelectionRule(Rule):
     **What**: `device = torch.device("cuda" if use_cuda else "cpu")`, `device = "cuda:0"`,
     `device = 0` (used as a device), `torch.accelerator.current_accelerator()` and
     `if torch.cuda.is_available(): ... elif mps ...: ... else: ...` chains become
-    `device = rt.device`. Everything that receives `device` (function parameters,
-    `self.device`, globals) keeps working unchanged. CLI flags such as `--no-cuda` still
-    parse; the launcher now picks the accelerator.
+    `device = rt.device`; so does `device = 0 if torch.cuda.is_available() else "cpu"`.
+    Everything that receives `device` (function parameters, `self.device`, globals) keeps
+    working unchanged. CLI flags such as `--no-cuda` still parse; the launcher now picks the
+    accelerator. Where the device is printed (`f"Using {device}"`, `print(device)`), the
+    port prints what the original printed: `device.type` for a device chosen without an index
+    (`"cuda"`, not the wrapper's `cuda:0`), the process's local rank for an integer id
+    (`f"[GPU{self.gpu_id}]"` -> `f"[GPU{rt.local_rank}]"`).
 
     **Why**: each process must use its own device (`cuda:<local_rank>`), which only the
     wrapper knows.
@@ -46,6 +50,34 @@ class DeviceSelectionRule(Rule):
                 f"the wrapper picks each process's device: {ctx.ix.code(d.target)} = {device} "
                 "(device flags still parse but no longer choose it; the launcher does)"
             )
+            _keep_printed(ctx, d, change)
+
+
+def _keep_printed(ctx: PlanContext, d, change) -> None:
+    """Printed devices keep printing what they printed: ``"cuda"`` (not the wrapper's
+    ``cuda:0``) for a device chosen without an index, the process's GPU index for an integer id."""
+    kind = ctx.facts.printed_kind(d)
+    if kind is None:
+        return
+    for ref in ctx.facts.printed_refs(d):
+        text = ctx.ix.code(ref)
+        if kind == "type":
+            new = f"{text}.type"
+        else:
+            rank = change.code_text(ctx.vocab.local_rank)
+            q = _quote_inside(ctx, ref)
+            new = rank if kind == "index" else f"({rank} if {text}.type == {q}cuda{q} else {text}.type)"
+        change.replace(ref, cst.parse_expression(new))
+    change.message += "; printed devices print what they printed" if ctx.facts.printed_refs(d) else ""
+
+
+def _quote_inside(ctx: PlanContext, ref) -> str:
+    """A quote character a string literal inside the f-strings around ``ref`` may use."""
+    quote = '"'
+    for a in ctx.ix.ancestors(ref):
+        if isinstance(a, cst.FormattedString):
+            quote = "'" if a.quote == '"' else '"' if a.quote == "'" else quote
+    return quote
 
 
 class CudaFlagRule(Rule):
