@@ -31,6 +31,15 @@ class CollectiveLoopExit(Rule):
     go on). Fabric: `fabric.strategy.reduce_boolean_decision`. Conditions on loop counters
     (`step >= warmup`, `i += 1` counters) and constants are the same on every rank and stay.
 
+    An unseeded script that draws torch random numbers (`torch.randn`, `.normal_()`) also
+    gets, right after the wrapper object, a seed every rank takes from rank 0
+    (`rt.seed_everything(rt.broadcast(torch.initial_seed() % 2**32))`; Accelerate:
+    `torch.manual_seed` of rank 0's seed gathered): torch seeds each process from the OS, so
+    the ranks would draw different targets and batches, the averaged gradients would fit no
+    rank's data and an exit every rank must agree on would never come (pytorch/examples
+    regression fits a random polynomial until its loss is below 1e-3). With one seed the
+    ranks train on the same (replicated, MIG303) data. Seeded scripts keep their seeds.
+
     **Why**: each rank sees different data, so its loss crosses the threshold at a different
     step. A rank that leaves the loop alone leaves the others waiting forever in the next
     gradient all-reduce. On one process the decision is the condition itself.

@@ -149,3 +149,41 @@ def test_two_processes_print_the_one_process_numbers(tmp_path: Path):
     summaries = [line for line in expected.splitlines() if line.startswith("epoch")]
     assert "over 12 samples" in summaries[0]
     assert [line for line in two.splitlines() if line.startswith("epoch")] == summaries
+
+
+UNSEEDED = ROOT / "fixtures" / "rules" / "MIG408_unseeded_exit" / "input.py"
+
+
+@pytest.mark.parametrize("target", ["runtime", "fabric", "accelerate"])
+def test_an_unseeded_threshold_loop_shares_rank_zeros_seed(target):
+    source = UNSEEDED.read_text()
+    out = migrate_source(source, path="train.py", options=Options(target=target)).output
+    lines = out.splitlines()
+    wrapper = next(i for i, line in enumerate(lines) if line.endswith(("Runtime()", "Fabric()", "Accelerator()")))
+    assert "torch.initial_seed() % 2**32" in lines[wrapper + 1]
+    assert lines[wrapper + 1].index("initial_seed") > 0
+    assert out.index("initial_seed") < out.index("torch.randn(3, 1)")  # before the first draw
+    again = migrate_source(out, path="again.py", options=Options(target=target)).output
+    assert again == out
+
+
+def test_seeded_scripts_and_scripts_without_draws_keep_their_randomness():
+    source = UNSEEDED.read_text()
+    seeded = source.replace("true_w = torch.randn", "torch.manual_seed(3)\ntrue_w = torch.randn")
+    no_draws = source.replace("torch.randn(3, 1) * 2", "torch.ones(3, 1)").replace(
+        "x = torch.randn(n, 3)", "x = torch.linspace(-1, 1, n * 3).view(n, 3)")
+    for text in (seeded, no_draws):
+        out = migrate_source(text, path="train.py", options=Options(target="runtime")).output
+        assert "initial_seed" not in out and "rt.reduce_boolean_decision(" in out
+
+
+def test_an_unseeded_threshold_loop_ends_on_two_processes(tmp_path: Path):
+    """Each rank drew its own random target: the averaged model fit neither and the collective
+    exit never came (a hang). With rank 0's seed both ranks stop together; rank 1 is silent."""
+    port = tmp_path / "port.py"
+    port.write_text(migrate_source(UNSEEDED.read_text(), path="train.py", options=Options(target="runtime")).output)
+    proc = subprocess.run([sys.executable, "-m", "migrator", "run", "--devices", "2", str(port)], cwd=tmp_path,
+                          env=child_env(), capture_output=True, text=True, timeout=240, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("stopped after") and lines[1] == "largest weight error 0.00"
