@@ -140,6 +140,9 @@ def _share_seed(ctx, change) -> None:
     replicated data MIG303 reports), the losses agree and the loop ends as on 1 process.
     """
     ix = ctx.ix
+    role = ctx.options.role
+    if role is not None and (role.library or not role.trains):
+        return  # no module-level wrapper object of its own to take the seed from
     draws = False
     for call in ix.calls:
         func = call.func
