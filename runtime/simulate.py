@@ -461,18 +461,84 @@ def _patch_dist_and_data() -> None:
 
     DataLoader.__init__ = dataloader_init
 
-    load = torch.load
+    load, save = torch.load, torch.save
 
     def safe_load(f, map_location=None, *args, **kwargs):
         idx = cuda_index(map_location) if isinstance(map_location, (str, torch.device, int)) else None
         if idx is not None:
             _use(idx, "torch.load(map_location=...)")
             map_location = "cpu"
-        elif isinstance(map_location, dict) or callable(map_location):
+        elif callable(map_location) and not isinstance(map_location, dict):
             map_location = "cpu"
-        return load(f, map_location, *args, **kwargs)
+        # None or a dict: each storage is restored where it was saved (as mapped): _restored
+        _FILES.loaded = {}
+        try:
+            out = load(f, map_location, *args, **kwargs)
+            _tag_loaded(out, _FILES.loaded, 6)
+        finally:
+            _FILES.loaded = None
+        return out
 
-    torch.load = safe_load
+    def located_save(obj, f, *args, **kwargs):
+        where = {}
+        for ref, dev in list(_TAGS.values()):
+            t = ref()
+            if t is not None and dev.startswith("cuda"):
+                try:
+                    where[t.untyped_storage().data_ptr()] = dev
+                except (RuntimeError, TypeError):
+                    pass
+        _FILES.saving = where
+        try:
+            return save(obj, f, *args, **kwargs)
+        finally:
+            _FILES.saving = None
+
+    torch.load, torch.save = safe_load, located_save
+    # Storages of tensors on a simulated GPU are written with that GPU as their location (as
+    # torch does on real GPUs), and read back onto it: `torch.load(f)` of a file rank 0 wrote
+    # from cuda:0 lands on cuda:0 on every rank, a violation on the others.
+    torch.serialization.register_package(1, _saved_location, _restored)
+
+
+_FILES = threading.local()  # .saving: storage data_ptr -> GPU; .loaded: restored storages
+
+
+def _saved_location(storage) -> str | None:
+    where = getattr(_FILES, "saving", None)
+    return where.get(storage.data_ptr()) if where else None
+
+
+def _restored(storage, location):
+    location = str(location)
+    if not location.startswith("cuda"):
+        return None
+    dev = _use(cuda_index(location), "torch.load: restored on the GPU it was saved from")
+    loaded = getattr(_FILES, "loaded", None)
+    if loaded is not None:
+        loaded[storage.data_ptr()] = dev
+    return storage  # stays on the CPU; the tensors made from it are tagged after the load
+
+
+def _tag_loaded(obj, loaded: dict, depth: int) -> None:
+    """Tag the tensors ``torch.load`` returned whose storage it restored onto a GPU."""
+    if not loaded or depth < 0:
+        return
+    if isinstance(obj, torch.Tensor):
+        try:
+            dev = loaded.get(obj.untyped_storage().data_ptr())
+        except (RuntimeError, TypeError):
+            dev = None
+        _tag(obj, dev)
+    elif isinstance(obj, torch.nn.Module):
+        for t in (*obj.parameters(), *obj.buffers()):
+            _tag_loaded(t, loaded, 0)
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            _tag_loaded(v, loaded, depth - 1)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            _tag_loaded(v, loaded, depth - 1)
 
 
 def install(local_rank: int, devices: int, script_dir: str, record) -> None:
