@@ -40,6 +40,70 @@ def setup_anchor(ctx, m: ModelFact) -> cst.CSTNode | None:
     return lift(ix, [o.stmt for o in m.optimizers])
 
 
+def skipped_branches(ctx, m: ModelFact) -> list[tuple[cst.If, bool]] | None:
+    """The ``if`` statements around the setup anchor that the model outlives.
+
+    ``if args.use_optimizer: optimizer = AdamW(model.parameters())`` with a model built (or
+    handed in) before the ``if``: the paths that skip the branch still train the model
+    (manual SGD), so the model must be set up alone there too. Each item is ``(if statement,
+    True when the optimizer is built in its body / False in its ``else``)``, innermost first;
+    ``[]`` when the setup anchor runs on every path the model lives on; None for a shape not
+    handled (an ``elif`` chain, a one-line branch): set up by hand.
+    """
+    ix = ctx.ix
+    anchor = setup_anchor(ctx, m)
+    if anchor is None or m.manual:
+        return []
+    home = ix.statement(m.construction) if m.construction is not None else None
+    out: list[tuple[cst.If, bool]] = []
+    node = anchor
+    while True:
+        block = ix.parent.get(node)
+        owner = ix.parent.get(block)
+        if isinstance(owner, cst.If) and block is owner.body:
+            stmt, in_body = owner, True
+        elif isinstance(owner, cst.Else) and isinstance(ix.parent.get(owner), cst.If):
+            stmt, in_body = ix.parent[owner], False
+        else:
+            return out
+        if home is not None and ix.inside(home, stmt):
+            return out  # built in the same branch: the model lives on that path only
+        other = stmt.orelse.body if in_body and stmt.orelse is not None else stmt.body
+        if (
+            isinstance(ix.parent.get(stmt), cst.If)  # an elif
+            or isinstance(stmt.orelse, cst.If)  # has elifs
+            or (not isinstance(other, cst.IndentedBlock) and not (in_body and stmt.orelse is None))
+        ):
+            return None
+        out.append((stmt, in_body))
+        node = stmt
+
+
+def set_up_everywhere(ctx, m: ModelFact) -> cst.CSTNode | None:
+    """The statement after which the model is set up on every path (None: cannot say)."""
+    branches = skipped_branches(ctx, m)
+    if branches is None:
+        return None
+    return branches[-1][0] if branches else setup_anchor(ctx, m)
+
+
+def own_optimizer(ctx, m: ModelFact) -> bool:
+    """The model is a module's ``self``: an optimizer built over ``self.parameters()`` in
+    the module's own class (a per-layer optimizer). ``self`` cannot be rebound by setup."""
+    expr = m.expr
+    if not isinstance(expr, cst.Name):
+        return False
+    fn = ctx.ix.function_of(expr)
+    in_class = fn is not None and isinstance(ctx.ix.parent.get(ctx.ix.parent.get(fn)), cst.ClassDef)
+    if not in_class or not fn.params.params:
+        return False
+    plain = not any(
+        isinstance(d.decorator, cst.Name) and d.decorator.value in ("staticmethod", "classmethod")
+        for d in fn.decorators
+    )
+    return plain and fn.params.params[0].name.value == expr.value
+
+
 def model_text(ctx, m: ModelFact) -> str:
     if m.manual and m.construction is not None:
         return ctx.ix.code(m.construction.targets[0].target)

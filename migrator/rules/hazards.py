@@ -20,6 +20,19 @@ _DISTRIBUTED = {
     "deepspeed.initialize": "is set up by DeepSpeed",
     "accelerate.Accelerator": "already uses Accelerate",
 }
+# Namespaces whose every call needs a process group: DTensor / tensor parallelism, device
+# meshes, composable DDP/FSDP, pipelining (``from torch.distributed.tensor.parallel import
+# parallelize_module``, ``init_device_mesh(...)``).
+_DISTRIBUTED_NAMESPACES = {
+    "torch.distributed.tensor.parallel.": "parallelizes its model with tensor parallelism",
+    "torch.distributed.device_mesh.": "builds its own device mesh",
+    "torch.distributed.tensor.device_mesh.": "builds its own device mesh",
+    "torch.distributed._tensor.device_mesh.": "builds its own device mesh",
+    "torch.distributed.tensor.": "shards tensors over a device mesh (DTensor)",
+    "torch.distributed._tensor.": "shards tensors over a device mesh (DTensor)",
+    "torch.distributed._composable.": "wraps its model with composable DDP/FSDP",
+    "torch.distributed.pipelining.": "splits its model into pipeline stages",
+}
 _PROCESSES = {"torch.multiprocessing.Process", "torch.multiprocessing.Pool"}
 _CONTAINERS = {"torch.nn.ModuleList", "torch.nn.Sequential", "torch.nn.ModuleDict"}
 
@@ -29,7 +42,10 @@ class AlreadyDistributed(Rule):
 
     **What**: a file that calls `init_process_group`, wraps a model in
     `DistributedDataParallel` or FSDP, shards data with `DistributedSampler`, starts
-    processes with `mp.spawn`, or uses DeepSpeed / Accelerate is left unchanged; each such
+    processes with `mp.spawn`, builds a device mesh or parallelizes a model with tensor
+    parallelism / DTensor (`init_device_mesh`, `parallelize_module`: any call into
+    `torch.distributed.tensor`, `device_mesh`, `_composable`, `pipelining`), or uses
+    DeepSpeed / Accelerate is left unchanged; each such
     call is reported (`fixed=False`) and `--check` fails. A module-level
     `accelerator = Accelerator()` is the file's wrapper object instead: reused by
     `--target accelerate`, reported by MIG904 for the other targets.
@@ -49,7 +65,12 @@ class AlreadyDistributed(Rule):
     def plan(self, ctx) -> None:
         wrapper = ctx.facts.wrapper  # the file's own wrapper object: migrated (see MIG904)
         for call in ctx.ix.calls:
-            why = _DISTRIBUTED.get(ctx.ix.call_qname(call) or "")
+            qname = ctx.ix.call_qname(call) or ""
+            why = _DISTRIBUTED.get(qname) or next(
+                (f"{w} ({qname.rsplit('.', 1)[1]})" for ns, w in _DISTRIBUTED_NAMESPACES.items()
+                 if qname.startswith(ns)),
+                None,
+            )
             if why is not None and (wrapper is None or call is not wrapper.call):
                 ctx.finding(
                     self.code,
@@ -107,16 +128,36 @@ class PlainListParameters(Rule):
     optimizers do not map onto one `setup` call. Put the layers in an `nn.ModuleList` (or
     set up each layer with its own optimizer) by hand.
 
+    The same holds for a module that builds its own optimizer over `self.parameters()` in
+    its class (`self.opt = Adam(self.parameters())` in `__init__`, stepped by the module's
+    own training method): setup wraps a model from outside and cannot rebind `self`.
+
     **Before**: `layers = [nn.Linear(8, 8) for _ in range(3)]`;
     `opts = [optim.Adam(l.parameters()) for l in layers]`  **After**: unchanged.
     """
 
     code = "MIG903"
     name = "plain-list-parameters"
-    summary = "modules in a plain list with per-layer optimizers: use nn.ModuleList by hand"
+    summary = "per-layer optimizers (plain lists, optimizers built in the module): set up by hand"
 
     def plan(self, ctx) -> None:
+        from migrator.rules._setup import own_optimizer
+
         ix, facts = ctx.ix, ctx.facts
+        for m in facts.models:
+            if m.manual or not own_optimizer(ctx, m):
+                continue
+            for o in m.optimizers:
+                ctx.finding(
+                    self.code,
+                    o.call,
+                    f"not rewritten: the module builds its own optimizer over "
+                    f"{ix.code(m.expr)}.parameters() inside its class (a per-layer optimizer); "
+                    f"setup wraps a model from outside and cannot rebind {ix.code(m.expr)}, so "
+                    "the module would train unwrapped (ranks drift apart); build the optimizer "
+                    "outside the class and set up each module with it by hand",
+                    fixed=False,
+                )
         per_layer = [
             o
             for o in facts.optimizers

@@ -6,7 +6,13 @@ import libcst as cst
 
 from migrator.analysis.flow import lookup
 from migrator.plan import Change, PlanContext
-from migrator.rules._setup import already_set_up, model_text, setup_anchor
+from migrator.rules._setup import (
+    already_set_up,
+    model_text,
+    own_optimizer,
+    setup_anchor,
+    skipped_branches,
+)
 from migrator.rules.base import Rule
 
 
@@ -30,6 +36,19 @@ def _global_decl(ctx: PlanContext, change: Change, anchor: cst.CSTNode, names: l
         change.insert_before(first, cst.parse_statement(f"global {', '.join(wanted)}\n"))
 
 
+def _set_up_alone(change: Change, stmt: cst.If, in_body: bool, code: str) -> None:
+    """Set the model up alone on the branch of ``stmt`` that does not build the optimizer."""
+    if in_body and stmt.orelse is None:
+        def add_else(u: cst.If) -> cst.If:
+            body = cst.IndentedBlock(body=[cst.parse_statement(code)])
+            return u.with_changes(orelse=cst.Else(body=body))
+
+        change.replace(stmt, add_else)
+        return
+    block = stmt.orelse.body if in_body else stmt.body
+    change.insert_before(block.body[0], cst.parse_statement(code))
+
+
 class SetupModelRule(Rule):
     """Set up each trained model with all of its optimizers, once.
 
@@ -42,6 +61,13 @@ class SetupModelRule(Rule):
 
     **Why**: setup moves the model to the process's device, wraps it for the strategy (DDP,
     FSDP, ...) and precision, and makes the optimizer step through the strategy.
+
+    An optimizer built on some paths only (`if args.use_optimizer: optimizer = AdamW(...)`,
+    manual SGD otherwise) is set up with the model in its branch, and the model alone on the
+    other one (an `else:` is added): `else: model = rt.setup(model)`. One `setup` per path
+    keeps every target and strategy (FSDP and DeepSpeed set up module and optimizers
+    together). A module that builds its own optimizer over `self.parameters()` in its class
+    is not set up (setup cannot rebind `self`): MIG903 reports it.
 
     **Before**: `optimizer = optim.SGD(model.parameters())`  **After**: the same line, then
     `model, optimizer = rt.setup(model, optimizer)`
@@ -65,13 +91,40 @@ class SetupModelRule(Rule):
                     fixed=False,
                 )
                 continue
+            if own_optimizer(ctx, m):
+                ctx.finding(
+                    self.code, last.call,
+                    f"set up by hand: the module builds its own optimizer over "
+                    f"{ctx.ix.code(m.expr)}.parameters() inside its class; set up each such "
+                    "module with its optimizer where it is created (outside the class)",
+                    fixed=False,
+                )
+                continue
+            branches = skipped_branches(ctx, m)
+            if branches is None:
+                ctx.finding(
+                    self.code, last.call,
+                    f"set up {ctx.ix.code(m.expr)} by hand: its optimizers are built on some "
+                    "paths only (an elif chain or a one-line branch), and the model must be set "
+                    "up on the others too",
+                    fixed=False,
+                )
+                continue
             # one name per optimizer variable (built in both branches of an ``if`` = one)
-            names = list(dict.fromkeys([model_text(ctx, m), *(ctx.ix.code(o.target) for o in m.optimizers)]))
+            model = model_text(ctx, m)
+            names = list(dict.fromkeys([model, *(ctx.ix.code(o.target) for o in m.optimizers)]))
             change = ctx.finding(self.code, last.call, "")
             call = change.code_text(ctx.vocab.setup, args=", ".join(names))
             change.insert_after(anchor, cst.parse_statement(f"{', '.join(names)} = {call}\n"))
             _global_decl(ctx, change, anchor, names)
             change.message = f"set up the model with its optimizers: {', '.join(names)} = {call}"
+            if branches:
+                alone = change.code_text(ctx.vocab.setup, args=model)
+                for stmt, in_body in branches:
+                    _set_up_alone(change, stmt, in_body, f"{model} = {alone}\n")
+                change.message += (
+                    f"; the paths that build no optimizer train it too: {model} = {alone} there"
+                )
 
 
 class SetupManualModelRule(Rule):

@@ -147,7 +147,10 @@ class ClippingRule(Rule):
     **What**: `torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)` becomes
     `rt.clip_gradients(model, optimizer, max_norm=max_norm)`; `clip_grad_value_` becomes
     `clip_val=`. The returned total norm is kept. A preceding `scaler.unscale_(optimizer)`
-    goes (MIG205): the wrapper unscales. Models without an optimizer keep torch's call.
+    goes (MIG205): the wrapper unscales. Models without an optimizer keep torch's call, and
+    so does a clip reached on paths that build no optimizer (`if args.use_optimizer:
+    optimizer = ...`, manual SGD otherwise) where the target clips through the optimizer
+    (a warning: right under DDP, by hand under mixed precision or sharding).
 
     **Why**: under mixed precision gradients must be unscaled first, and sharded strategies
     (FSDP, DeepSpeed) compute the norm across shards.
@@ -179,6 +182,18 @@ class ClippingRule(Rule):
             value = find_arg(call, 1, "max_norm" if kind == "max_norm" else "clip_value")
             if value is None:
                 continue
+            vocab = ctx.vocab
+            template = vocab.clip_gradients if kind == "max_norm" else vocab.clip_value_gradients
+            if "{optimizer}" in template and self._maybe_unbound(ctx, m, call):
+                ctx.finding(
+                    self.code, call,
+                    f"torch's clipping stays: {opt} is built on some paths only (not on every "
+                    "path to this call), and the wrapper clips through an optimizer; it is "
+                    "right under DDP (gradients are averaged in backward), clip by hand under "
+                    "mixed precision or sharded strategies",
+                    fixed=False,
+                )
+                continue
             model, change = ix.code(f.value), None
             if kind == "clip_val":
                 change = ctx.finding(self.code, call, "")
@@ -198,6 +213,18 @@ class ClippingRule(Rule):
             new = change.expr(ctx.vocab.clip_gradients, model=model, optimizer=opt, args=", ".join(args))
             change.replace(call, new)
             change.message = f"clip through the wrapper: {ix.code(new)}"
+
+    @staticmethod
+    def _maybe_unbound(ctx, m, call) -> bool:
+        """The model's optimizers are built inside an ``if`` that does not hold ``call``."""
+        from migrator.rules._setup import setup_anchor, skipped_branches
+
+        branches = skipped_branches(ctx, m)
+        if branches is None:  # an elif chain or a one-line branch: its innermost ``if``
+            anchor = setup_anchor(ctx, m)
+            around = next((a for a in ctx.ix.ancestors(anchor) if isinstance(a, cst.If)), None)
+            return around is not None and not ctx.ix.inside(call, around)
+        return any(not ctx.ix.inside(call, stmt) for stmt, _ in branches)
 
     @staticmethod
     def _optimizer_text(ctx, m, call) -> str | None:
@@ -316,7 +343,7 @@ class ForwardMethodRule(Rule):
     summary = 'Register non-forward methods: model.mark_forward_method("decode")'
 
     def plan(self, ctx: PlanContext) -> None:
-        from migrator.rules._setup import model_text, setup_anchor
+        from migrator.rules._setup import model_text, set_up_everywhere
 
         if not ctx.vocab.needs_mark_forward_method:
             return
@@ -324,7 +351,7 @@ class ForwardMethodRule(Rule):
         for m in ctx.facts.models:
             if m.class_def is None:
                 continue
-            anchor = setup_anchor(ctx, m)
+            anchor = set_up_everywhere(ctx, m)  # after the ``if`` when set up in both branches
             if anchor is None:
                 continue
             runs = self._forward_methods(ctx, m.class_def)
