@@ -266,6 +266,10 @@ class ModuleVocabulary:
     helpers: str = ""
     trainer_extra: tuple[tuple[str, str], ...] = ()  # Trainer keyword arguments always passed
     barrier: str = "{trainer}.runtime.barrier()"  # every process waits (after rank 0 wrote a file)
+    # before the Trainer exists (prints at the top of the script): this process is rank 0,
+    # read from the launcher's environment
+    rank_zero_import: str = "from runtime import is_global_zero"
+    rank_zero_test: str = "is_global_zero()"
     fallback_target: str = "runtime"  # wrapper-form target used when the script does not fit
     launch_hint: str = "migrate run --devices N script.py"
     # where the Trainer steps an epoch-interval scheduler (no monitor): after the epoch's
@@ -327,6 +331,8 @@ LIGHTNING_MODULE = ModuleVocabulary(
     trainer_extra=(("num_sanity_val_steps", "0"), ("enable_progress_bar", "False")),
     barrier="{trainer}.strategy.barrier()",
     fallback_target="fabric",
+    rank_zero_import="from lightning.pytorch.utilities import rank_zero_only",
+    rank_zero_test="rank_zero_only.rank == 0",
     epoch_scheduler_before_validation=True,
     # DDP only when there are several processes (torchrun sets WORLD_SIZE; Lightning spawns
     # on every GPU): a 1-process DDP run would shuffle through a DistributedSampler instead of

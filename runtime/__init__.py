@@ -15,6 +15,14 @@ _LAZY = {
 }
 
 
+def is_global_zero() -> bool:
+    """Whether this process is rank 0 of its job, before any Runtime or Trainer exists: read
+    from the launcher's environment (torchrun / `migrate run` / SLURM; 1 process: True)."""
+    from runtime.environment import read_environment
+
+    return read_environment().global_rank == 0
+
+
 def __getattr__(name: str):
     if name in _LAZY:
         import importlib
@@ -33,4 +41,5 @@ __all__ = [
     "TensorBoardLogger",
     "TrainModule",
     "Trainer",
+    "is_global_zero",
 ]

@@ -23,7 +23,7 @@ def accumulation(facts: Facts, shape: Shape, back) -> None:
     across epochs; the three agree on full windows only."""
     ix = facts.ix
     body = shape.train.loop.body
-    guard = _guard(ix, body, shape.train.index)
+    guard = _guard(ix, body, shape.train.index if shape.train.start is None else None)
     if guard is None:
         return
     k_expr = guard.test.left.right  # (i + 1) % K
@@ -84,9 +84,14 @@ def _nothing_reads_the_step_after(facts: Facts, body: cst.IndentedBlock, guard: 
 
 
 def _guard(ix, body: cst.IndentedBlock, index: str | None) -> cst.If | None:
-    """The ``if (<index> + 1) % K == 0:`` statement (no ``else``) of the loop body."""
+    """The ``if (<index> + 1) % K == 0:`` statement (no ``else``) of the loop body that steps:
+    one that calls no ``step()`` / ``zero_grad()`` is a periodic block (a log line every K
+    batches, a checkpoint), which stays in the training step as it is."""
     for stmt in body.body:
         if not (isinstance(stmt, cst.If) and stmt.orelse is None and index is not None):
+            continue
+        if not any(isinstance(c.func, cst.Attribute) and c.func.attr.value in ("step", "zero_grad")
+                   for c in ix.subtree(stmt, cst.Call)):
             continue
         t = stmt.test
         if (isinstance(t, cst.Comparison) and len(t.comparisons) == 1 and isinstance(t.comparisons[0].operator, cst.Equal)

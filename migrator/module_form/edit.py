@@ -59,6 +59,8 @@ def convert(facts: Facts, shape: Shape, vocab: ModuleVocabulary) -> tuple[str, s
         first = ix.module.body[0]
         before[id(first)] = [*imports, *before.get(id(first), ())]
     _after_fit(ix, shape, vocab, rendered.trainer_var, replace, after)
+    if _before_fit(ix, shape, vocab, replace, last_import):
+        imports.append(cst.parse_statement(vocab.rank_zero_import + "\n"))
     out = ix.module.visit(_Splice(replace, remove, before, after))
     return out.code, rendered.class_name
 
@@ -73,6 +75,31 @@ def _imports(ix, module: str) -> bool:
                 ):
                     return True
     return False
+
+
+def _before_fit(ix, shape: Shape, vocab: ModuleVocabulary, replace: dict, last_import) -> bool:
+    """Lines that only print, run by every process before ``fit`` (at the script's top level,
+    or before the epoch loop in its function), print on rank 0 only: the rank comes from the
+    launcher's environment, as no Trainer exists yet. Whether any line was guarded."""
+    block = list(ix.block_of(shape.epoch_loop).body)
+    candidates = block[: block.index(shape.epoch_loop)]
+    if shape.scope is not None:  # the loop's function: the script's top level runs first
+        candidates += [s for s in ix.module.body if not ix.inside(shape.epoch_loop, s)]
+    guarded = False
+    for stmt in candidates:
+        if last_import is not None and ix.order(stmt) < ix.order(last_import):
+            continue  # the rank test's import comes after the file's last import
+        if not (isinstance(stmt, cst.SimpleStatementLine) and stmt.body and all(
+            isinstance(small, cst.Expr) and isinstance(small.value, cst.Call)
+            and ix.call_qname(small.value) == "builtins.print" for small in stmt.body
+        )):
+            continue
+        guard = cst.parse_statement(f"if {vocab.rank_zero_test}:\n    pass\n")
+        inner = stmt.with_changes(leading_lines=[])
+        replace[id(stmt)] = [guard.with_changes(body=guard.body.with_changes(body=[inner]),
+                                                leading_lines=stmt.leading_lines)]
+        guarded = True
+    return guarded
 
 
 def _after_fit(ix, shape: Shape, vocab: ModuleVocabulary, trainer: str, replace: dict, after: dict) -> None:

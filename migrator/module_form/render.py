@@ -311,7 +311,7 @@ def _function_locals(ix, shape: Shape) -> set[str]:
 def _with_index(mapping: dict, phase: Phase) -> dict:
     out = dict(mapping)
     if phase.index:
-        out[phase.index] = cst.Name("batch_idx")
+        out[phase.index] = cst.parse_expression(f"(batch_idx + {phase.start})" if phase.start else "batch_idx")
     return out
 
 

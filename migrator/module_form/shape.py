@@ -46,6 +46,8 @@ class Phase:
     # ``if <flag>: break`` ending the loop body (or ending ``if i % n == 0:`` bodies ending it):
     # one batch per epoch when the flag holds, i.e. the Trainer's ``limit_*_batches``
     stop: cst.If | None = None
+    # ``enumerate(loader, <start>)`` with a start other than 0: the index is ``batch_idx + start``
+    start: str | None = None
 
     @property
     def in_epoch(self) -> cst.CSTNode:
@@ -224,10 +226,15 @@ def _is_range(ix, expr: cst.BaseExpression) -> bool:
 
 def loader_phase(facts: Facts, loop: cst.For, what: str) -> Phase:
     ix = facts.ix
-    it, index, target = loop.iter, None, loop.target
-    if isinstance(it, cst.Call) and isinstance(it.func, cst.Name) and it.func.value == "enumerate" and len(it.args) == 1:
+    it, index, target, start = loop.iter, None, loop.target, None
+    if isinstance(it, cst.Call) and ix.call_qname(it) == "builtins.enumerate" and 1 <= len(it.args) <= 2:
         if not (isinstance(target, cst.Tuple) and len(target.elements) == 2 and isinstance(target.elements[0].value, cst.Name)):
             raise NoFit("MIG502", loop, f"the {what} loop's `enumerate` target is not `i, batch`")
+        if len(it.args) == 2:  # ``enumerate(loader, 1)``: the index is batch_idx + start
+            arg = it.args[1]
+            if arg.star or (arg.keyword is not None and arg.keyword.value != "start") or not isinstance(arg.value, cst.Integer):
+                raise NoFit("MIG502", loop, f"the {what} loop's `enumerate` start is not a number")
+            start = None if int(arg.value.value, 0) == 0 else arg.value.value
         index, target, it = target.elements[0].value.value, target.elements[1].value, it.args[0].value
     if not any(ix.inside(r, it) or r is it for ld in facts.loaders for r in (ld.refs or ())) and not any(
         ix.inside(ld.call, it) for ld in facts.loaders
@@ -243,15 +250,15 @@ def loader_phase(facts: Facts, loop: cst.For, what: str) -> Phase:
         inner = [lp for lp in ix.loops_around(node) if ix.inside(lp, loop.body)]
         if isinstance(node, (cst.Break, cst.Continue)) and inner:
             continue  # leaves a loop nested in the step
-        if isinstance(node, cst.Break) and stop is None:
-            stop = _trailing_stop(ix, loop, node, index, target)
+        if isinstance(node, cst.Break) and stop is None:  # (``i % n == 0`` is true at batch 0 when i starts at 0)
+            stop = _trailing_stop(ix, loop, node, index if start is None else None, target)
             if stop is not None:
                 continue
         word = type(node).__name__.lower()
         raise NoFit("MIG503", node, f"`{word}` inside the {what} loop: a {what} step cannot end its epoch early")
     if loop.orelse is not None:
         raise NoFit("MIG503", loop, f"`for ... else` on the {what} loop")
-    return Phase(loop, loop_holder(ix, loop), it, index, target, stop=stop)
+    return Phase(loop, loop_holder(ix, loop), it, index, target, stop=stop, start=start)
 
 
 def _trailing_stop(ix, loop: cst.For, brk: cst.Break, index: str | None, target) -> cst.If | None:
@@ -635,7 +642,9 @@ def _escapes(facts: Facts, shape: Shape) -> None:
     if shape.manual:
         gone = {name for name, _, _ in shape.optimizers + shape.schedulers}
         own = [stmt for _, stmt, _ in shape.optimizers + shape.schedulers]
-    elsewhere = [s for s in before + after if not any(s is o for o in own)]
+    # the helper functions holding the batch loops move into the module with the loops
+    moved = [p.function for p in (shape.train, shape.val) if p is not None and p.function is not None]
+    elsewhere = [s for s in before + after if not any(s is o for o in own + moved)]
     for name in sorted(gone & set(usage(elsewhere).loads)):
         raise NoFit("MIG506", shape.epoch_loop, f"`{name}` is used outside the loop: configure_optimizers creates it now")
     if shape.scope is not None:

@@ -91,3 +91,18 @@ def test_unknown_accelerator_and_strategy_options():
         select_accelerator("tpu", Environment())
     with pytest.raises(TypeError, match=r"strategy 'single' takes no option\(s\) stage"):
         Runtime(strategy="single", stage=3)
+
+
+def test_is_global_zero_before_any_runtime_reads_the_launcher(monkeypatch):
+    import runtime
+
+    for name in ("RANK", "SLURM_PROCID", "LOCAL_RANK", "WORLD_SIZE", "SLURM_NTASKS"):
+        monkeypatch.delenv(name, raising=False)
+    assert runtime.is_global_zero()  # one process, no launcher
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert not runtime.is_global_zero()
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert runtime.is_global_zero()
