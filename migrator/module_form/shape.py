@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import libcst as cst
+import libcst.matchers as m
 
 from migrator.analysis import Facts
 from migrator.analysis import names as N
@@ -296,7 +297,13 @@ def _trailing_stop(ix, loop: cst.For, brk: cst.Break, index: str | None, target)
 
 
 def _true_at_first_batch(test: cst.BaseExpression, index: str | None) -> bool:
-    """``<index> % n == 0`` or ``<index> == 0``."""
+    """``<index> % n == 0`` or ``<index> == 0`` (parenthesised or not), or an ``or`` with one of
+    them on either side and no call anywhere (``i == 0 or (i + 1) % n == 0``: the first batch
+    and every n-th)."""
+    if isinstance(test, cst.BooleanOperation) and isinstance(test.operator, cst.Or):
+        if m.findall(test, m.Call() | m.NamedExpr() | m.Await() | m.Yield()):
+            return False
+        return _true_at_first_batch(test.left, index) or _true_at_first_batch(test.right, index)
     if index is None or not (isinstance(test, cst.Comparison) and len(test.comparisons) == 1):
         return False
     comp = test.comparisons[0]
@@ -305,7 +312,7 @@ def _true_at_first_batch(test: cst.BaseExpression, index: str | None) -> bool:
     left = test.left
     if isinstance(left, cst.BinaryOperation) and isinstance(left.operator, cst.Modulo):
         left = left.left
-    return isinstance(left, cst.Name) and left.value == index and not test.lpar
+    return isinstance(left, cst.Name) and left.value == index
 
 
 def _limits(facts: Facts, shape: Shape) -> None:
