@@ -92,10 +92,18 @@ class Report:
             parts.append(f"{_n(self.bad_inputs, 'file')} could not be read or parsed")
         if self.internal_errors:
             parts.append(f"{self.internal_errors} internal error(s)")
+        fell_back = sum(1 for o in self.outcomes if any(_fallback(f.code) for f in o.findings))
+        if fell_back:  # asked for the module form, got the wrapper form: say so where it is seen
+            parts.append(f"{fell_back} in the wrapper form: the module form did not fit (MIG502-MIG507)")
         text = ", ".join(parts) + f"; {_n(self.findings, 'finding')}"
         if self.human:
             text += f" ({self.human} need a human: MIG9xx)"
         return text + "."
+
+
+def _fallback(code: str) -> bool:
+    """A module-form finding that sent the file to the wrapper form (MIG501 is the conversion)."""
+    return code.startswith("MIG50") and code not in ("MIG500", "MIG501")
 
 
 def _n(k: int, word: str) -> str:

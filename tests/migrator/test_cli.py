@@ -255,3 +255,21 @@ def test_named_paths_are_migrated_even_excluded_and_no_files_is_said(work, capsy
         assert (code, out) == (0, "") and "warning: no Python files found in " in err, args
         assert "would be migrated" not in err
     assert cli(capsys, "-q", "--check", "docs") == (0, "", "")
+
+
+def test_module_form_fallback_is_said_in_the_summary(work, capsys):
+    # a loop over batchified tensors: not a DataLoader, so the module form does not fit
+    (work / "t.py").write_text(
+        "import torch\n\nmodel = torch.nn.Linear(2, 1)\nopt = torch.optim.SGD(model.parameters(), lr=0.1)\n"
+        "data = torch.randn(8, 2)\nfor epoch in range(2):\n    for i in range(0, 8, 4):\n"
+        "        opt.zero_grad()\n        loss = model(data[i:i + 4]).sum()\n        loss.backward()\n"
+        "        opt.step()\n"
+    )
+    code, out, err = cli(capsys, "--target", "lightning", "--write", "t.py")
+    assert code == 0, err
+    assert "MIG502" in err
+    assert "1 file migrated, 1 in the wrapper form: the module form did not fit (MIG502-MIG507)" in err
+    assert "fabric" in (work / "t.py").read_text()
+    (work / "u.py").write_text("print('no training here')\n")
+    code, out, err = cli(capsys, "--target", "lightning", "u.py")
+    assert code == 0 and "in the wrapper form" not in err  # nothing to convert: no fallback said
