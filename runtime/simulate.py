@@ -390,6 +390,11 @@ def _patch_modules() -> None:
             _tag(t, dev)
 
     def to(self, *args, **kwargs):
+        # an int is a CUDA index (``model.to(gpu_id)``); torch would ask the missing accelerator
+        if args and isinstance(args[0], int) and not isinstance(args[0], bool):
+            args = (torch.device("cuda", args[0]), *args[1:])
+        if isinstance(kwargs.get("device"), int) and not isinstance(kwargs["device"], bool):
+            kwargs["device"] = torch.device("cuda", kwargs["device"])
         device, dtype, non_blocking, _fmt = torch._C._nn._parse_to(*args, **kwargs)
         idx = cuda_index(device)
         if idx is None:
