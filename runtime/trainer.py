@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -172,6 +173,12 @@ class Trainer:
         self.should_stop = False
         if ckpt_path is not None:
             self._restore(ckpt_path)
+            if self._fit_done():  # a finished run's checkpoint: nothing left to train
+                self.runtime.print(
+                    f'fit(ckpt_path="{ckpt_path}"): the checkpoint is from a finished run '
+                    f"(epoch {self.current_epoch} of max_epochs={self.max_epochs}): nothing to "
+                    f"train; delete {self.checkpoint_callback.setup_dir(self) if self.checkpoint_callback else 'it'} "
+                    "to start over", file=sys.stderr)
         module.on_fit_start()
         self._call_callbacks("on_fit_start")
         self.profiler.start()

@@ -160,6 +160,22 @@ def test_resume_last_without_checkpoint_starts_fresh(tmp_path, capsys):
     assert "no last checkpoint" not in captured.out
 
 
+def test_rerunning_a_finished_run_says_there_is_nothing_to_train(tmp_path, capsys):
+    train, _ = loaders()
+    _trainer(tmp_path, max_epochs=2).fit(Regression(), train, ckpt_path="last")
+    capsys.readouterr()
+    again = _trainer(tmp_path, max_epochs=2)
+    module = Regression()
+    before = _params(module)
+    again.fit(module, train, ckpt_path="last")
+    assert again.global_step == 2 * len(train)  # restored, not trained further
+    captured = capsys.readouterr()
+    assert "the checkpoint is from a finished run (epoch 2 of max_epochs=2): nothing to train" in captured.err
+    assert "delete" in captured.err and captured.out == ""
+    after = _params(module)  # the finished run's weights were loaded
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
 def test_early_stopping_stops_when_the_metric_stalls(tmp_path):
     module = Scripted([5.0, 4.0, 4.5, 4.2, 4.1, 3.0, 2.0, 1.0])
     stopper = EarlyStopping("score", patience=3)
