@@ -6,7 +6,8 @@ Usage: python benchmarks/real_world.py --examples PATH --lightning PATH [--only 
 
 PATH is a work tree or a bare git directory of pytorch/examples / Lightning-AI/pytorch-lightning.
 For each script of the bed (benchmarks/real_world/bed.py) the original runs once, then per target
-the script is migrated (`migrate --target T`), the port run on 1 process (stdout and files must
+the script is migrated with the sibling modules it imports, as one program (`migrate --target T
+-w main.py data.py ...`), the port run on 1 process (stdout and files must
 equal the original's) and on 2 CPU processes under the target's launcher (exit 0, rank 1 silent,
 files written once by rank 0, checkpoints alike). Progress goes to stdout; the markdown table to
 --md (docs/real-world.md) and the raw results to --json. Fake data only (benchmarks/real_world/shims).

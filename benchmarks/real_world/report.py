@@ -103,7 +103,10 @@ def render(data: dict, specs: list[Spec]) -> str:
         f"Lightning-AI/pytorch-lightning `{data['sources']['lightning'][:12]}`.",
         "",
         "Every public single-process training script below runs as its authors wrote it (1 "
-        "process), is migrated to each target (wrapper form), and the port runs on 1 process "
+        "process), is migrated to each target (wrapper form) together with the modules of its "
+        "folder it imports, as one program (`migrate -w main.py data.py model.py`, as a user "
+        "would: a helper function that needs the wrapper takes it as a parameter), and the port "
+        "runs on 1 process "
         "and on 2 CPU processes (gloo) under the target's launcher. Data is faked locally (see "
         "[Fakes](#fakes)); nothing is downloaded. Reproduce with:",
         "",
