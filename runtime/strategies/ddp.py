@@ -9,6 +9,26 @@ from runtime.registry import STRATEGIES
 from runtime.strategies.base import Strategy
 
 
+def _contiguous_strides(shape: torch.Size) -> tuple[int, ...]:
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= max(size, 1)
+    return tuple(reversed(strides))
+
+
+def _default_strides(module: torch.nn.Module) -> None:
+    """Give every parameter and buffer the default (row-major) strides, in place (same tensor
+    objects, same values). A buffer built as ``pe.unsqueeze(0).transpose(0, 1)`` is contiguous
+    but keeps an odd stride on its size-1 dimension, and DDP's broadcast of module states then
+    fails on every rank ("some elements of the input tensor and the written-to tensor refer to
+    a single memory location"; the Transformer of pytorch/examples word_language_model)."""
+    with torch.no_grad():
+        for tensor in [*module.parameters(), *module.buffers()]:
+            if tensor.layout is torch.strided and tensor.stride() != _contiguous_strides(tensor.shape):
+                tensor.data = tensor.data.clone(memory_format=torch.contiguous_format)
+
+
 @STRATEGIES.register("ddp")
 class DDPStrategy(Strategy):
     """One model replica per process; gradients averaged by DDP's bucketed all-reduce."""
@@ -28,6 +48,7 @@ class DDPStrategy(Strategy):
                 f"{type(module).__name__} has no parameter that requires grad, so DDP cannot "
                 "wrap it; move a frozen helper network with `.to(rt.device)` instead of rt.setup"
             )
+        _default_strides(module)
         device_ids = [self.root_device.index] if self.root_device.type == "cuda" else None
         return DistributedDataParallel(module, device_ids=device_ids, **self.ddp_kwargs)
 

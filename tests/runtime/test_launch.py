@@ -225,3 +225,11 @@ def test_ranks_tear_the_process_group_down_together(tmp_path):
     done = json.loads((tmp_path / "rank0_done.json").read_text())["done"]
     rank1_destroy = json.loads((tmp_path / "destroy_rank1.json").read_text())["at"]
     assert rank1_destroy >= done, "rank 1 tore its group down while rank 0 was still working"
+
+
+def test_ddp_takes_buffers_with_odd_strides(tmp_path):
+    # pytorch/examples word_language_model's Transformer: DDP's state broadcast failed on
+    # every rank on a positional-encoding buffer built with unsqueeze(0).transpose(0, 1)
+    proc = run_cmd([*LAUNCH, "--devices", "2", str(WORKERS / "odd_strides.py")], timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout == "ok (4, 4, 1)\n"
