@@ -203,7 +203,7 @@ class DeviceFacts(TrainingFacts):
                 return False
             f = call.func
             if isinstance(f, cst.Name) and f.value in ("print", "str"):
-                return self.ix.imported_qname(f) is None
+                return self.ix.imported_qname(f) in (None, f"builtins.{f.value}")
             return isinstance(f, cst.Attribute) and f.attr.value == "format" and isinstance(
                 f.value, (cst.SimpleString, cst.ConcatenatedString)
             )

@@ -109,7 +109,8 @@ def _harmless_use(ctx, ref: cst.CSTNode) -> bool:
     if isinstance(parent, cst.Arg):
         call = ix.parent.get(parent)
         f = call.func if isinstance(call, cst.Call) else None
-        return isinstance(f, cst.Name) and f.value in _HARMLESS_CALLS and ix.imported_qname(f) is None
+        builtin = isinstance(f, cst.Name) and ix.imported_qname(f) in (None, f"builtins.{f.value}")
+        return builtin and f.value in _HARMLESS_CALLS
     return False
 
 
