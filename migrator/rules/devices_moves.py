@@ -275,8 +275,10 @@ def _on_device(ctx, original: cst.BaseExpression, dev: str):
             args = list(updated.args)
             if args:
                 args[-1] = args[-1].with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
-            return updated.with_changes(args=[*args, cst.Arg(device, keyword=cst.Name("device"), equal=cst.AssignEqual(
-                whitespace_before=cst.SimpleWhitespace(""), whitespace_after=cst.SimpleWhitespace("")))])
+            tight = cst.AssignEqual(
+                whitespace_before=cst.SimpleWhitespace(""), whitespace_after=cst.SimpleWhitespace("")
+            )
+            return updated.with_changes(args=[*args, cst.Arg(device, keyword=cst.Name("device"), equal=tight)])
         return cst.Call(func=cst.Attribute(value=updated, attr=cst.Name("to")), args=[cst.Arg(device)])
 
     return render
@@ -339,12 +341,14 @@ def _reaching_assign(ctx, name: cst.Name, at: cst.CSTNode) -> cst.Assign | None:
         if name.value not in targets:
             continue
         best = node if best is None or ix.order(node) > ix.order(best) else best
-    if not (isinstance(best, cst.Assign) and len(best.targets) == 1 and isinstance(best.targets[0].target, cst.Name)):
+    plain = isinstance(best, cst.Assign) and len(best.targets) == 1
+    if not (plain and isinstance(best.targets[0].target, cst.Name)):
         return None
     if not ix.inside(at, ix.block_of(ix.statement(best))):
         return None
     for loop in ix.loops:  # a loop target rebinding the name between the two
-        if ix.function_of(loop) is fn and ix.order(best) < ix.order(loop) < ix.order(at) and name.value in _stored_names(loop):
+        between = ix.function_of(loop) is fn and ix.order(best) < ix.order(loop) < ix.order(at)
+        if between and name.value in _stored_names(loop):
             return None
     return best
 

@@ -57,9 +57,8 @@ def _keep_printed(ctx: PlanContext, d, change) -> None:
     """Printed devices keep printing what they printed: ``"cuda"`` (not the wrapper's
     ``cuda:0``) for a device chosen without an index, the process's GPU index for an integer id."""
     kind = ctx.facts.printed_kind(d)
-    if kind is None:
-        return
-    for ref in ctx.facts.printed_refs(d):
+    refs = ctx.facts.printed_refs(d) if kind is not None else []
+    for ref in refs:
         text = ctx.ix.code(ref)
         if kind == "type":
             new = f"{text}.type"
@@ -68,7 +67,8 @@ def _keep_printed(ctx: PlanContext, d, change) -> None:
             q = _quote_inside(ctx, ref)
             new = rank if kind == "index" else f"({rank} if {text}.type == {q}cuda{q} else {text}.type)"
         change.replace(ref, cst.parse_expression(new))
-    change.message += "; printed devices print what they printed" if ctx.facts.printed_refs(d) else ""
+    if refs:
+        change.message += "; printed devices print what they printed"
 
 
 def _quote_inside(ctx: PlanContext, ref) -> str:
