@@ -166,7 +166,7 @@ def test_image_write_keeps_the_forward_pass_on_every_rank(target, expected):
     assert 'save_image(to_write, "fake.png")' in out[guard:]
 
 
-def test_tensor_accumulators_are_reduced_and_per_batch_means_are_not():
+def test_tensor_accumulators_are_reduced_and_per_batch_means_count_the_batches():
     src = """
     import torch
     from torch.utils.data import DataLoader, TensorDataset
@@ -183,7 +183,9 @@ def test_tensor_accumulators_are_reduced_and_per_batch_means_are_not():
     """
     out = migrate(src).output
     assert 'total_loss = rt.all_reduce(total_loss, op="sum")' in out
-    assert "rt.all_reduce(mean_of_means" not in out
+    # a mean of per-batch means: the batch values and the number of batches of every rank
+    assert 'mean_of_means = rt.all_reduce(mean_of_means, op="sum")' in out
+    assert 'mean_of_means / rt.all_reduce(len(loader), op="sum")' in out
     fabric = migrate(src, "fabric").output
     assert "all_reduce" not in fabric  # fabric evaluates the whole set on every rank
 
