@@ -149,7 +149,9 @@ class ReduceEvalAccumulators(Rule):
             for target in _zero_inits(node):
                 if target.value in adds:
                     found[target.value] = (target, holder)
-        loader_names = {n.value for n in ix.subtree(loop.iter, cst.Name)}
+        loader_names = {ix.code(loop.iter)} | {
+            ix.code(a.value) for c in ix.subtree(loop.iter, cst.Call) for a in c.args
+        }  # `loader`, `enumerate(loader, 1)`, `tqdm(self.loader)`
         group = set(found)
         later = {}
         for name, (_target, holder) in found.items():
@@ -225,7 +227,7 @@ def _batch_count(ix, node: cst.CSTNode, loader_names: set[str]) -> bool:
     """``len(loader)`` of the loop's own loader: its number of batches on this rank."""
     if isinstance(node, cst.Call) and ix.call_qname(node) == "builtins.len" and node.args:
         inner = node.args[0].value
-        return isinstance(inner, cst.Name) and inner.value in loader_names
+        return isinstance(inner, (cst.Name, cst.Attribute)) and ix.code(inner) in loader_names
     return False
 
 
