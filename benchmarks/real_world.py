@@ -47,7 +47,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--targets", default=",".join(TARGETS), help="comma-separated targets")
     p.add_argument("--jobs", type=int, default=2, help="scripts run at the same time (max 2 here)")
     p.add_argument("--timeout", type=float, default=180, help="seconds each run may take")
-    p.add_argument("--md", default=str(ROOT / "docs" / "real-world.md"), help="markdown output")
+    p.add_argument(
+        "--md",
+        default="",
+        help="markdown output (default: docs/real-world.md for a whole run; a narrowed run "
+        "(--only, --targets) writes to a temporary file, so it never replaces the scoreboard)",
+    )
     p.add_argument("--json", default="", help="raw results as JSON (not committed)")
     p.add_argument(
         "--at",
@@ -150,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.json:
         Path(args.json).write_text(json.dumps(data, indent=1))
+    if not args.md:
+        whole = not names and set(args.targets) == set(TARGETS)
+        args.md = str(ROOT / "docs" / "real-world.md") if whole else tempfile.mkstemp(
+            prefix="real-world-", suffix=".md")[1]
     Path(args.md).write_text(render(data, specs))
     kept = f"; runs kept in {work}" if args.keep else ""
     also = f" and {args.json}" if args.json else ""

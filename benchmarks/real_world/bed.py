@@ -111,6 +111,9 @@ BED: list[Spec] = [
             "1",
             "--save-model",
         ),
+        kind=DISTRIBUTED,
+        note="each layer builds its own optimizer in its own __init__ (per-layer training): "
+        "refused with MIG903",
     ),
     Spec(
         "vae",
