@@ -44,6 +44,11 @@ def _accepted(cls: type, options: dict) -> dict:
     return {k: v for k, v in options.items() if k in params}
 
 
+_NUMBER_OPS = {
+    "sum": torch.sum, "mean": torch.mean, "max": torch.max, "min": torch.min, "prod": torch.prod,
+}
+
+
 class Runtime:
     """Distributed training for a plain PyTorch script, one object.
 
@@ -206,11 +211,18 @@ class Runtime:
         """Reduce across ranks; a python int/float comes back as the same type."""
         if isinstance(x, torch.Tensor):
             return self._strategy.all_reduce(x, op)
+        if op not in _NUMBER_OPS:
+            raise ValueError(f"unknown reduce op {op!r}; valid ops: {', '.join(_NUMBER_OPS)}")
         if not self._strategy.distributed:
             return x
-        dtype = torch.float64 if isinstance(x, float) else torch.int64
-        value = self._strategy.all_reduce(torch.tensor(x, dtype=dtype, device=self.device), op)
-        return value.item() if op == "mean" else type(x)(value.item())
+        # One gather of (value, is a float) per rank, reduced here: every rank gets the same
+        # type even where one rank's accumulator stayed the int 0 (an empty shard) while the
+        # others hold floats (mixed dtypes in one all_reduce are undefined).
+        mine = torch.tensor([float(x), float(isinstance(x, float))], dtype=torch.float64,
+                            device=self.device)
+        rows = self._strategy.all_gather(mine)
+        total = _NUMBER_OPS[op](rows[:, 0]).item()
+        return float(total) if op == "mean" or rows[:, 1].max().item() else int(total)
 
     def all_gather(self, x: Any) -> Any:
         """Tensors: stacked ``(world_size, *shape)``; other objects: a list, one per rank."""

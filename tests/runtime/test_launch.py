@@ -233,3 +233,13 @@ def test_ddp_takes_buffers_with_odd_strides(tmp_path):
     proc = run_cmd([*LAUNCH, "--devices", "2", str(WORKERS / "odd_strides.py")], timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout == "ok (4, 4, 1)\n"
+
+
+def test_python_numbers_reduce_to_one_type_on_every_rank(tmp_path):
+    proc = run_cmd([*LAUNCH, "--devices", "2", str(WORKERS / "reduce_numbers.py"), str(tmp_path)],
+                   timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    expected = {"mixed_sum": [2.5, "float"], "int_sum": [3, "int"], "int_max": [2, "int"],
+                "float_min": [0.5, "float"], "int_mean": [1.5, "float"]}
+    for rank in (0, 1):
+        assert json.loads((tmp_path / f"numbers_rank{rank}.json").read_text()) == expected
