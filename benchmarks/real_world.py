@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from real_world.bed import BED  # noqa: E402 - the package beside this script
 from real_world.report import render  # noqa: E402
-from real_world.runner import ROOT, TARGETS, Bed  # noqa: E402
+from real_world.runner import MODULE_TARGETS, ROOT, TARGETS, Bed  # noqa: E402
 from real_world.sources import Checkout, snapshot  # noqa: E402
 
 
@@ -44,7 +44,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--lightning", required=True, help="pytorch-lightning: work tree or bare git dir"
     )
     p.add_argument("--only", default="", help="comma-separated script names (substring match)")
-    p.add_argument("--targets", default=",".join(TARGETS), help="comma-separated targets")
+    p.add_argument(
+        "--targets",
+        default=",".join(TARGETS + MODULE_TARGETS),
+        help="comma-separated targets: the wrapper form's runtime, fabric, accelerate; the module "
+        "form's runtime-module (--form module) and lightning",
+    )
     p.add_argument("--jobs", type=int, default=2, help="scripts run at the same time (max 2 here)")
     p.add_argument("--timeout", type=float, default=180, help="seconds each run may take")
     p.add_argument(
@@ -63,9 +68,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--keep", default="", help="keep every run's folder under this directory")
     args = p.parse_args(argv)
     args.targets = tuple(t for t in args.targets.split(",") if t)
-    unknown = sorted(set(args.targets) - set(TARGETS))
+    unknown = sorted(set(args.targets) - set(TARGETS) - set(MODULE_TARGETS))
     if unknown:
-        p.error(f"unknown target(s) {unknown}; choose from {', '.join(TARGETS)}")
+        p.error(f"unknown target(s) {unknown}; choose from {', '.join(TARGETS + MODULE_TARGETS)}")
     return args
 
 
@@ -156,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(data, indent=1))
     if not args.md:
-        whole = not names and set(args.targets) == set(TARGETS)
+        whole = not names and set(args.targets) == set(TARGETS + MODULE_TARGETS)
         args.md = str(ROOT / "docs" / "real-world.md") if whole else tempfile.mkstemp(
             prefix="real-world-", suffix=".md")[1]
     Path(args.md).write_text(render(data, specs))

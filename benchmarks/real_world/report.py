@@ -7,7 +7,7 @@ from collections import Counter
 
 from .bed import DISTRIBUTED, NOT_RUNNABLE, RUN, Spec
 from .results import NORMALISE
-from .runner import LAUNCHERS
+from .runner import LAUNCHERS, MIGRATE_ARGS, MODULE_TARGETS
 
 MARK = {"pass": "pass", "fail": "**FAIL**", "-": "-"}
 COLUMNS = [
@@ -45,7 +45,10 @@ def summary(rows: list[dict], target: str) -> list[str]:
     mine = [r for r in rows if r["target"] == target]
     runnable = [r for r in mine if r["kind"] == RUN]
     refusals = [r for r in mine if r["kind"] == DISTRIBUTED]
-    lines = [f"- {title}: {count(runnable, key)}" for key, title in SUMMARY]
+    titles = dict(SUMMARY)
+    if target in MODULE_TARGETS:  # the module form counts conversions, not fallbacks
+        titles["migrate"] = "converted to the module form (MIG501; not fallen back to the wrapper form)"
+    lines = [f"- {titles[key]}: {count(runnable, key)}" for key, _ in SUMMARY]
     lines.append(
         f"- already-distributed or unsafe scripts refused with MIG9xx: {count(refusals, 'migrate')}"
     )
@@ -103,7 +106,9 @@ def render(data: dict, specs: list[Spec]) -> str:
         f"Lightning-AI/pytorch-lightning `{data['sources']['lightning'][:12]}`.",
         "",
         "Every public single-process training script below runs as its authors wrote it (1 "
-        "process), is migrated to each target (wrapper form) together with the modules of its "
+        "process), is migrated to each target (wrapper form: runtime, fabric, accelerate; module "
+        "form: runtime-module = `--target runtime --form module`, lightning; a module-form row "
+        "counts only a converted loop, a fallback to the wrapper form fails it) together with the modules of its "
         "folder it imports, as one program (`migrate -w main.py data.py model.py`, as a user "
         "would: a helper function that needs the wrapper takes it as a parameter), and the port "
         "runs on 1 process "
@@ -125,7 +130,8 @@ def render(data: dict, specs: list[Spec]) -> str:
     ]
     for target in targets:
         out += [
-            f"`--target {target}` (2 processes: `{LAUNCHERS[target]}`):",
+            f"`{' '.join(MIGRATE_ARGS.get(target, ('--target', target)))}` "
+            f"(2 processes: `{LAUNCHERS[target]}`):",
             "",
             *summary(rows, target),
             "",

@@ -50,11 +50,22 @@ from .results import (  # noqa: E402
 SHIMS = Path(__file__).resolve().parent / "shims"
 CKPT_SIG = Path(__file__).resolve().parent / "ckpt_sig.py"
 TARGETS = ("runtime", "fabric", "accelerate")
+# the module form (issue 12): a port counts only when the loop was converted (MIG501); a file
+# that falls back to the wrapper form is measured by the wrapper rows already
+MODULE_TARGETS = ("runtime-module", "lightning")
+MIGRATE_ARGS = {
+    "runtime-module": ("--target", "runtime", "--form", "module"),
+    "lightning": ("--target", "lightning"),
+}
 LAUNCHERS = {
     "runtime": "migrate run --devices 2",
     "fabric": "fabric run --accelerator cpu --devices 2",
     "accelerate": "ACCELERATE_USE_CPU=true torchrun --nproc-per-node 2",
+    "runtime-module": "migrate run --devices 2",
+    "lightning": "PL_TRAINER_DEVICES=2 PL_TRAINER_ACCELERATOR=cpu torchrun --nproc-per-node 2",
 }
+# what the module form's Trainer writes itself (resumable checkpoints, logs): not the script's
+TRAINER_FILES = ("checkpoints/", "lightning_logs/", "logs/", "tensorboard/")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".tar", ".bin", ".model")
 
 # ---------------------------------------------------------------- processes
@@ -143,8 +154,7 @@ class Bed:
                 "-m",
                 "migrator",
                 *files,
-                "--target",
-                target,
+                *MIGRATE_ARGS.get(target, ("--target", target)),
                 "--write",
                 "--format",
                 "json",
@@ -166,6 +176,14 @@ class Bed:
         entry = entry or (report["files"][0] if report["files"] else {})
         status = entry.get("status", "?")
         failed_files = [f["path"] for f in report["files"] if f.get("status") == "failed"]
+        fell_back = [f for f in findings if f["code"].startswith("MIG50") and f["code"] != "MIG501"]
+        if target in MODULE_TARGETS and not res.codes and spec.kind not in (DISTRIBUTED, NOT_RUNNABLE) and (
+            fell_back or not any(f["code"] == "MIG501" for f in findings)
+        ):
+            why = fell_back[0] if fell_back else {"code": "", "message": "no training loop converted"}
+            text = why["message"].split(": ", 1)[-1].split("; migrated in the wrapper form")[0]
+            res.migrate = Check(FAIL, f"fell back ({why['code']}): {text}".strip())
+            return None
         if res.codes:
             refused = f"refused ({', '.join(res.codes)})"
             res.migrate = Check(PASS if spec.kind == DISTRIBUTED else FAIL, refused)
@@ -200,6 +218,8 @@ class Bed:
         )
         keep_log(cwd, proc)
         files = new_files(cwd, before)
+        if target in MODULE_TARGETS:
+            files = {f for f in files if not f.startswith(TRAINER_FILES)}
         if proc.returncode != 0:
             res.parity, res.log = Check(FAIL, failed(proc)), proc.stderr[-3000:]
         elif not orig or orig["proc"].returncode != 0:
@@ -238,9 +258,21 @@ class Bed:
                 str(script),
                 *spec.args,
             ]  # conftest.torchrun's command line
+        elif target == "lightning":  # Lightning under torchrun: devices must be the process count
+            env.update(PL_TRAINER_DEVICES="2", PL_TRAINER_ACCELERATOR="cpu")
+            cmd = [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nproc-per-node=2",
+                "--master-addr=127.0.0.1",
+                f"--master-port={free_port()}",
+                str(script),
+                *spec.args,
+            ]
         else:
             cmd = launch_cmd(
-                "runtime.launch" if target == "runtime" else "fabric", script, spec.args
+                "fabric" if target == "fabric" else "runtime.launch", script, spec.args
             )
         proc = run(cmd, timeout=timeout, cwd=cwd, env=env)
         keep_log(cwd, proc)
@@ -263,7 +295,8 @@ class Bed:
             res.silent = Check(FAIL, f"rank 1 printed {first!r}") if said else Check(PASS)
         if res.complete.status == PASS:
             res.files = self.files_once(
-                ran, before, one if one["proc"].returncode == 0 else orig, spec
+                ran, before, one if one["proc"].returncode == 0 else orig, spec,
+                own=target in MODULE_TARGETS,
             )
             ref = one["proc"].stdout if one["proc"].returncode == 0 else None
             if ref is not None:
@@ -272,11 +305,16 @@ class Bed:
                     Check(PASS) if diff is None else Check(FAIL, diff.splitlines()[0])
                 )
 
-    def files_once(self, ran: Run, before: set[str], ref: dict, spec: Spec) -> Check:
-        """Same files as the 1-process run, each written by rank 0 only, checkpoints alike."""
+    def files_once(
+        self, ran: Run, before: set[str], ref: dict, spec: Spec, own: bool = False
+    ) -> Check:
+        """Same files as the 1-process run, each written by rank 0 only, checkpoints alike
+        (``own``: the module form's Trainer files are not compared, only their writers)."""
         if not ref:
             return Check(SKIP, "no 1-process run to compare with")
         found = new_files(ran.cwd, before)
+        if own:
+            found = {f for f in found if not f.startswith(TRAINER_FILES)}
         if found != ref["files"]:
             return Check(FAIL, file_diff(ref["files"], found, "1 process"))
         foreign = {
