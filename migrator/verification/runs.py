@@ -73,25 +73,36 @@ def copy_folder(src: Path, dest: Path, script_name: str, texts: dict[str, str] |
     return dest / script_name
 
 
-def launch_cmd(target: str, script: Path, args: list[str], devices: int, simulate: bool) -> tuple[list[str], dict]:
-    """The N-process command line for ``target``'s launcher, and the extra environment it needs."""
+DEFAULT_LAUNCHER = {"runtime": "runtime.launch", "fabric": "fabric", "accelerate": "torchrun"}
+
+
+def launch_cmd(target: str, script: Path, args: list[str], devices: int, simulate: bool,
+               launcher: str | None = None) -> tuple[list[str], dict]:
+    """The N-process command line for ``target``'s launcher (or ``launcher``: runtime.launch,
+    fabric, torchrun), and the extra environment it needs."""
+    if target not in LAUNCHERS:
+        raise ValueError(f"unknown target {target!r}; valid: {', '.join(LAUNCHERS)}")
+    launcher = launcher or DEFAULT_LAUNCHER[target]
     port, py = str(free_port()), sys.executable
-    if target == "runtime":
+    if launcher == "runtime.launch":
         return [py, "-m", "runtime.launch", "--devices", str(devices), "--master-port", port,
                 str(script), "--", *args], {}
-    if target == "fabric":
+    if launcher == "fabric":
         fabric = shutil.which("fabric", path=str(Path(py).parent)) or shutil.which("fabric") or "fabric"
         return [fabric, "run", "--accelerator", "cuda" if simulate else "cpu", "--strategy", "ddp",
                 "--devices", str(devices), "--main-port", port, str(script), *args], {}
-    if target == "accelerate":
-        env = {} if simulate else {"ACCELERATE_USE_CPU": "true"}
+    if launcher == "torchrun":
+        env = {"ACCELERATE_USE_CPU": "true"} if target == "accelerate" and not simulate else {}
         return [py, "-m", "torch.distributed.run", f"--nproc_per_node={devices}",
                 "--master_addr=127.0.0.1", f"--master_port={port}", str(script), *args], env
-    raise ValueError(f"unknown target {target!r}; valid: {', '.join(LAUNCHERS)}")
+    raise ValueError(f"unknown launcher {launcher!r}; valid: {', '.join(sorted(set(DEFAULT_LAUNCHER.values())))}")
 
 
 def child_env(audit: Path, folder: Path, *, single: bool, simulate: bool, devices: int,
-              extra: dict | None = None) -> dict[str, str]:
+              extra: dict | None = None, code: Path | None = None) -> dict[str, str]:
+    """The environment of a run in ``folder`` (the files it writes are recorded relative to it),
+    auditing into ``audit``; ``code``: the script's folder when it is not ``folder`` (the
+    simulated devices are reported to the code there)."""
     env = {k: v for k, v in os.environ.items() if k not in _CLEAN_ENV}
     root = runtime_root()
     if root is None:
@@ -107,6 +118,8 @@ def child_env(audit: Path, folder: Path, *, single: bool, simulate: bool, device
     if simulate and root is not None:
         env["TM_VERIFY_SIMULATE"] = str(root / "runtime" / "simulate.py")
         env["TM_VERIFY_DEVICES"] = str(devices)
+    if code is not None:
+        env["TM_VERIFY_CODE_DIR"] = str(code)
     env.update(extra or {})
     return env
 

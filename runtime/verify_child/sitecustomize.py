@@ -142,7 +142,8 @@ def _install(directory):
     sys.addaudithook(hook)
     if os.environ.get("TM_VERIFY_SIMULATE"):
         devices = int(os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("TM_VERIFY_DEVICES") or 1)
-        _simulate().install(int(os.environ.get("LOCAL_RANK", "0")), devices, root, record)
+        code = os.path.realpath(os.environ.get("TM_VERIFY_CODE_DIR") or root)  # the script's folder
+        _simulate().install(int(os.environ.get("LOCAL_RANK", "0")), devices, code, record)
 
 
 def _simulate():

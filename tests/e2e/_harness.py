@@ -1,4 +1,9 @@
-"""Running whole scripts for the e2e tests: original runs (cached), migration, 1- and 2-process runs, probe reports."""
+"""Running whole scripts for the e2e tests: original runs (cached), migration, 1- and 2-process runs.
+
+Runs go through `migrate verify`'s machinery (migrator/verification/runs.py: launchers, hard
+timeouts with every rank's stack; runtime/verify_child: the audit of writes, per-rank stdout and
+device use), not a second one: the 2-process runs run on simulated GPUs (`--simulate-gpus`), and
+their tests assert that no rank misused a device."""
 
 from __future__ import annotations
 
@@ -16,7 +21,9 @@ from functools import cache
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, child_env, free_port, run_cmd, torchrun  # tests/conftest.py
+from conftest import ROOT, child_env, free_port, run_cmd  # tests/conftest.py
+
+from migrator.verification import runs as verification
 
 from ._specs import SPECS, Spec
 
@@ -53,12 +60,15 @@ def describe(proc: subprocess.CompletedProcess, limit: int = 4000) -> str:
 
 @dataclass
 class Run:
-    """One finished run: its process, working directory and (for probed runs) the probe records."""
+    """One finished run: its process, working directory and what was recorded: by the verify
+    bootstrap (``audit``: runs made here) or by the legacy probe (``probe_dir``: runs other e2e
+    tests start themselves with ``probed_env``)."""
 
     proc: subprocess.CompletedProcess
     cwd: Path
     probe_dir: Path | None = None
     records: list[dict] = field(default_factory=list)
+    audit: verification.Run | None = None
 
     def check_ok(self, what: str) -> None:
         if self.proc.returncode != 0:
@@ -83,17 +93,36 @@ class Run:
         )
 
 
-def run_single(
-    script: Path, args: tuple[str, ...], label: str, inputs: dict[str, Path] | None = None
+def execute(
+    cmd: list[str], cwd: Path, label: str, timeout: float, *, devices: int = 1,
+    simulate: bool = False, extra: dict | None = None, code: Path | None = None,
 ) -> Run:
-    """``python script args`` in a fresh working directory holding copies of ``inputs``."""
+    """``cmd`` in ``cwd`` under the verify bootstrap (migrator.verification.runs.execute); a hang
+    is killed after every process dumped its stack (in stderr)."""
+    audit = fresh_dir(f"audit-{label}")
+    env = verification.child_env(audit, cwd, single=devices == 1, simulate=simulate, devices=devices,
+                                 extra={"PYTHONHASHSEED": "0", **(extra or {})}, code=code)
+    done = verification.execute(verification.Run(label, cmd, cwd, audit), env, timeout)
+    stdout = done.stdout if devices == 1 else done.rank_stdout.get("0", "") + done.stdout
+    stderr = done.stderr
+    if done.hung:
+        stderr += f"\n--- hang: killed after {timeout}s; stacks ---\n" + "\n".join(
+            f"rank {rank}:\n{stack}" for rank, stack in sorted(done.stacks.items()))
+    proc = subprocess.CompletedProcess(cmd, -9 if done.hung else done.returncode, stdout, stderr)
+    return Run(proc, cwd, records=done.records, audit=done)
+
+
+def run_single(
+    script: Path, args: tuple[str, ...], label: str, inputs: dict[str, Path] | None = None,
+    *, simulate: bool = False,
+) -> Run:
+    """``python script args`` in a fresh working directory holding copies of ``inputs``
+    (``simulate``: on 1 simulated GPU)."""
     cwd = fresh_dir(label)
     for rel, src in (inputs or {}).items():
         shutil.copy(src, cwd / rel)
-    proc = run_cmd(
-        [sys.executable, str(script), *args], timeout=SINGLE_TIMEOUT, cwd=cwd, env=child_env()
-    )
-    return Run(proc, cwd)
+    return execute([sys.executable, str(script), *args], cwd, label, SINGLE_TIMEOUT,
+                   simulate=simulate, code=script.parent)
 
 
 @cache
@@ -168,6 +197,9 @@ def require_migrated(name: str, target: str) -> Path:
 # ---------------------------------------------------------------- distributed runs
 
 
+# ---- legacy probe (tests/e2e/probe): for tests that start their own processes with probed_env
+
+
 def probed_env(probe_dir: Path) -> dict[str, str]:
     env = child_env(E2E_PROBE_DIR=str(probe_dir))
     env["PYTHONPATH"] = os.pathsep.join([str(PROBE), env["PYTHONPATH"]])
@@ -175,7 +207,8 @@ def probed_env(probe_dir: Path) -> dict[str, str]:
 
 
 def launch_cmd(launcher: str, script: Path, args: tuple[str, ...]) -> list[str]:
-    """The 2-process command line for ``launcher`` (``runtime.launch`` / ``fabric``; torchrun has a helper)."""
+    """The 2-process CPU command line for ``launcher`` (``runtime.launch`` / ``fabric``; torchrun
+    has a helper), for tests that start their own processes; run_distributed uses verify's."""
     port = str(free_port())
     if launcher == "runtime.launch":
         return [
@@ -208,25 +241,6 @@ def launch_cmd(launcher: str, script: Path, args: tuple[str, ...]) -> list[str]:
     raise ValueError(f"unknown launcher {launcher!r}")
 
 
-def run_distributed(
-    launcher: str,
-    script: Path,
-    args: tuple[str, ...],
-    label: str,
-    inputs: dict[str, Path] | None = None,
-) -> Run:
-    """Run ``script`` on 2 CPU processes under ``launcher`` with the probe recording ranks' writes and stdout."""
-    cwd, probe_dir = fresh_dir(label), fresh_dir(f"probe-{label}")
-    for rel, src in (inputs or {}).items():
-        shutil.copy(src, cwd / rel)
-    env = probed_env(probe_dir)
-    if launcher == "torchrun":
-        proc = torchrun(script, *args, timeout=DIST_TIMEOUT, cwd=cwd, env=env)
-    else:
-        proc = run_cmd(launch_cmd(launcher, script, args), timeout=DIST_TIMEOUT, cwd=cwd, env=env)
-    return Run(proc, cwd, probe_dir, read_probe(probe_dir))
-
-
 def read_probe(probe_dir: Path) -> list[dict]:
     """Every record the probe wrote in ``probe_dir`` (see probe/sitecustomize.py)."""
     return [
@@ -234,6 +248,42 @@ def read_probe(probe_dir: Path) -> list[dict]:
         for f in sorted(probe_dir.glob("*.jsonl"))
         for line in f.read_text().splitlines()
     ]
+
+
+
+# The target whose launcher each e2e launcher name stands for (its environment: accelerate's).
+_LAUNCHER_TARGET = {"runtime.launch": "runtime", "fabric": "fabric", "torchrun": "accelerate"}
+
+
+def run_distributed(
+    launcher: str,
+    script: Path,
+    args: tuple[str, ...],
+    label: str,
+    inputs: dict[str, Path] | None = None,
+    *,
+    simulate: bool = False,
+) -> Run:
+    """Run ``script`` on 2 CPU processes (gloo) under ``launcher`` (runtime.launch, fabric,
+    torchrun) through `migrate verify`'s launchers and bootstrap: ranks' writes and stdout
+    recorded; ``simulate``: on 2 simulated GPUs, as `migrate verify --simulate-gpus` (device use
+    recorded, see check_devices)."""
+    cwd = fresh_dir(label)
+    for rel, src in (inputs or {}).items():
+        shutil.copy(src, cwd / rel)
+    target = _LAUNCHER_TARGET[launcher]
+    cmd, extra = verification.launch_cmd(target, script, list(args), 2, simulate, launcher)
+    return execute(cmd, cwd, label, DIST_TIMEOUT, devices=2, simulate=simulate, extra=extra,
+                   code=script.parent)
+
+
+def check_devices(run: Run) -> None:
+    """No rank misused a simulated GPU (another rank's device, devices mixed in one op, .numpy()
+    of a CUDA tensor): docs/verify.md, `--simulate-gpus`."""
+    bad = [r for r in run.records if r["kind"] == "placement" and not r.get("ok", True)]
+    if bad:
+        lines = "\n".join(f"rank {r['rank']} at {r['site']}: {r['message']}" for r in bad[:10])
+        pytest.fail(f"{len(bad)} device misuse(s) on 2 simulated GPUs:\n{lines}")
 
 
 def check_ranks_started(run: Run, script: Path) -> None:
@@ -253,6 +303,8 @@ def check_ranks_started(run: Run, script: Path) -> None:
 
 
 def rank_stdout(run: Run, rank: str) -> str:
+    if run.audit is not None:
+        return run.audit.rank_stdout.get(rank, "")
     return "".join(p.read_text() for p in sorted(run.probe_dir.glob(f"stdout-rank{rank}-*.txt")))
 
 
@@ -261,7 +313,11 @@ def writers(run: Run) -> dict[str, set[str]]:
     out: dict[str, set[str]] = {}
     cwd = str(run.cwd.resolve())
     for r in run.records:
-        if r["kind"] == "write" and (r["path"] + os.sep).startswith(cwd + os.sep):
+        if r["kind"] != "write":
+            continue
+        if run.audit is not None:  # verify's records: relative to the run's folder already
+            out.setdefault(r["path"], set()).add(r["rank"])
+        elif (r["path"] + os.sep).startswith(cwd + os.sep):
             out.setdefault(os.path.relpath(r["path"], cwd), set()).add(r["rank"])
     return out
 

@@ -1,4 +1,5 @@
-"""Each whole script migrated to each target: static shape, 1-process parity, 2-process runs (writes, prints, metrics)."""
+"""Each whole script migrated to each target: static shape, 1-process parity, 2-process runs on
+2 simulated GPUs (writes, prints, metrics, device use)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import ast
 import pytest
 
 from ._harness import (
+    check_devices,
     check_ranks_started,
     eval_inputs,
     files_in,
@@ -96,8 +98,10 @@ def test_single_process_prints_exactly_the_original(name, target):
 
 
 def check_distributed_side_effects(run, out, expected_files: set[str], inputs=()) -> None:
-    """Both ranks ran; rank 1 printed nothing; only rank 0 wrote into the working directory."""
+    """Both ranks ran; no rank misused its simulated GPU; rank 1 printed nothing; only rank 0 wrote
+    into the working directory."""
     check_ranks_started(run, out)
+    check_devices(run)
     silent = rank_stdout(run, "1")
     assert silent == "", f"rank 1 printed to stdout (must print nothing):\n{silent[:2000]}"
     assert run.proc.stdout.strip(), "rank 0 printed nothing"
@@ -119,7 +123,8 @@ def check_distributed_side_effects(run, out, expected_files: set[str], inputs=()
 def test_two_processes_train(name, target, launcher):
     spec = SPECS[name]
     out = require_migrated(name, target)
-    run = run_distributed(launcher, out, spec.train_args, f"two-{name}-{target}-{launcher}")
+    run = run_distributed(launcher, out, spec.train_args, f"two-{name}-{target}-{launcher}",
+                          simulate=True)
     run.check_ok(f"migrated {name}.py ({target}) on 2 processes under {launcher}")
     check_distributed_side_effects(run, out, files_in(original_train(name).cwd))
     for rel, check in spec.files.items():
@@ -132,6 +137,10 @@ def test_two_processes_evaluate_fixed_model_like_one(name, target, launcher):
     expected = original_eval(name).proc.stdout
     out = require_migrated(name, target)
     inputs = eval_inputs(spec)
+    # On CPUs, as the reference: a script seeing a GPU prints other lines (lstm_lm: "you should
+    # probably run with --cuda") and restores state differently (transformer_lm: an enabled
+    # GradScaler refuses the disabled one's empty state of the CPU training run). The training
+    # runs above cover every script x target on simulated GPUs.
     run = run_distributed(launcher, out, spec.eval_args, f"eval-{name}-{target}-{launcher}", inputs)
     run.check_ok(f"migrated {name}.py ({target}) evaluating on 2 processes under {launcher}")
     check_distributed_side_effects(run, out, set(), inputs)

@@ -12,6 +12,7 @@ from conftest import child_env, run_cmd, torchrun
 from ._harness import (
     DIST_TIMEOUT,
     SINGLE_TIMEOUT,
+    check_devices,
     check_ranks_started,
     files_in,
     original_train,
@@ -32,7 +33,9 @@ _LR = re.compile(r"^\s*(learning rate|lr)\b", re.IGNORECASE)
 @pytest.fixture(autouse=True)
 def _accelerate_on_cpu(monkeypatch):
     # Accelerate only starts gloo on CPUs when told to (`accelerate launch --cpu` would start ONE
-    # process whatever --num_processes says): torchrun + ACCELERATE_USE_CPU is its multi-CPU mode.
+    # process whatever --num_processes says): torchrun + ACCELERATE_USE_CPU is its multi-CPU mode
+    # (the trap scripts below). The migrated scripts' 2-process runs go through the harness on
+    # simulated GPUs instead (Accelerate's CUDA path, gloo underneath): it drops the variable.
     monkeypatch.setenv("ACCELERATE_USE_CPU", "true")
     # accelerate probes the installed deepspeed, which prints a "Setting accelerator to CPU"
     # warning to stdout on a machine without GPU unless told the accelerator.
@@ -83,9 +86,10 @@ def test_single_process_prints_exactly_the_original(name):
 def test_two_processes_train_print_once_save_once(name):
     spec = SPECS[name]
     out = require_migrated(name, "accelerate")
-    run = run_distributed("torchrun", out, spec.train_args, f"acc-two-{name}")
+    run = run_distributed("torchrun", out, spec.train_args, f"acc-two-{name}", simulate=True)
     run.check_ok(f"migrated {name}.py (accelerate) on 2 processes")
     check_ranks_started(run, out)
+    check_devices(run)
     assert rank_stdout(run, "1") == "", "rank 1 printed"
     assert run.proc.stdout.strip(), "rank 0 printed nothing"
     foreign = {rel: sorted(r) for rel, r in writers(run).items() if r != {"0"}}
