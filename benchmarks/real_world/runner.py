@@ -176,9 +176,10 @@ class Bed:
         entry = entry or (report["files"][0] if report["files"] else {})
         status = entry.get("status", "?")
         failed_files = [f["path"] for f in report["files"] if f.get("status") == "failed"]
-        fell_back = [f for f in findings if f["code"].startswith("MIG50") and f["code"] != "MIG501"]
+        own = entry.get("findings", [])  # the script's own: its helpers have no loop to convert
+        fell_back = [f for f in own if f["code"].startswith("MIG50") and f["code"] != "MIG501"]
         if target in MODULE_TARGETS and not res.codes and spec.kind not in (DISTRIBUTED, NOT_RUNNABLE) and (
-            fell_back or not any(f["code"] == "MIG501" for f in findings)
+            fell_back or not any(f["code"] == "MIG501" for f in own)
         ):
             why = fell_back[0] if fell_back else {"code": "", "message": "no training loop converted"}
             text = why["message"].split(": ", 1)[-1].split("; migrated in the wrapper form")[0]
