@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import libcst as cst
-import libcst.matchers as m
+import libcst.matchers as matchers
 
 from migrator.analysis import Facts
 from migrator.analysis import names as N
@@ -301,7 +301,7 @@ def _true_at_first_batch(test: cst.BaseExpression, index: str | None) -> bool:
     them on either side and no call anywhere (``i == 0 or (i + 1) % n == 0``: the first batch
     and every n-th)."""
     if isinstance(test, cst.BooleanOperation) and isinstance(test.operator, cst.Or):
-        if m.findall(test, m.Call() | m.NamedExpr() | m.Await() | m.Yield()):
+        if matchers.findall(test, matchers.Call() | matchers.NamedExpr() | matchers.Await() | matchers.Yield()):
             return False
         return _true_at_first_batch(test.left, index) or _true_at_first_batch(test.right, index)
     if index is None or not (isinstance(test, cst.Comparison) and len(test.comparisons) == 1):

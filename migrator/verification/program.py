@@ -9,8 +9,8 @@ import ast
 from pathlib import Path, PurePath
 
 from migrator.batch import Job, _with_roles, migrate_one, prepare
-from migrator.files import discover
 from migrator.fileio import Decoded
+from migrator.files import discover
 from migrator.options import Options
 from migrator.program import _module_names
 from migrator.results import Status
