@@ -22,7 +22,8 @@ def _default_strides(module: torch.nn.Module) -> None:
     objects, same values). A buffer built as ``pe.unsqueeze(0).transpose(0, 1)`` is contiguous
     but keeps an odd stride on its size-1 dimension, and DDP's broadcast of module states then
     fails on every rank ("some elements of the input tensor and the written-to tensor refer to
-    a single memory location"; the Transformer of pytorch/examples word_language_model)."""
+    a single memory location"; the Transformer of pytorch/examples word_language_model;
+    pytorch/pytorch#68407, open since 2021)."""
     with torch.no_grad():
         for tensor in [*module.parameters(), *module.buffers()]:
             if tensor.layout is torch.strided and tensor.stride() != _contiguous_strides(tensor.shape):
