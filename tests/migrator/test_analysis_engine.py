@@ -44,7 +44,8 @@ def test_migrates_and_reports():
     assert result.status is Status.CHANGED
     assert "fabric.backward(loss)" in result.output
     assert "model, optimizer = fabric.setup(model, optimizer)" in result.output
-    assert codes(result) == ["MIG201", "MIG202", "MIG204"]
+    assert "model(torch.ones(1, 2, device=fabric.device))" in result.output  # input to its device
+    assert codes(result) == ["MIG201", "MIG202", "MIG102", "MIG204"]
 
 
 def test_suppressed_finding_drops_its_edits_only():
@@ -52,7 +53,7 @@ def test_suppressed_finding_drops_its_edits_only():
     result = migrate_source(src)
     assert "loss.backward()  # migrate: ignore[MIG204]" in result.output
     assert "rt.setup(model, optimizer)" in result.output
-    assert codes(result) == ["MIG201", "MIG202"]
+    assert codes(result) == ["MIG201", "MIG202", "MIG102"]
     assert result.status is Status.CHANGED  # a suppressed backward is the user's choice
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import textwrap
 
 from migrator.engine import migrate_source
@@ -58,7 +59,8 @@ def test_layers_in_a_module_list_are_not_a_hazard():
 def test_cli_exit_status_says_a_human_is_needed(tmp_path):
     script = tmp_path / "ddp_train.py"
     script.write_text(FSDP_SCRIPT)
-    proc = run_cmd(["migrate", str(script)], cwd=tmp_path, env=child_env(), timeout=120)
+    proc = run_cmd([sys.executable, "-m", "migrator", str(script)], cwd=tmp_path, env=child_env(),
+                   timeout=120)  # (the console script is on PATH only in an activated venv)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "MIG901" in proc.stdout + proc.stderr
     assert script.read_text() == FSDP_SCRIPT
