@@ -83,7 +83,9 @@ def _before_fit(ix, shape: Shape, vocab: ModuleVocabulary, replace: dict, last_i
     launcher's environment, as no Trainer exists yet. Whether any line was guarded."""
     block = list(ix.block_of(shape.epoch_loop).body)
     candidates = block[: block.index(shape.epoch_loop)]
-    if shape.scope is not None:  # the loop's function: the script's top level runs first
+    if ix.block_of(shape.epoch_loop) is not ix.module:
+        # the loop sits in a function or under `if __name__ == "__main__":`: the script's top
+        # level runs on every process too
         candidates += [s for s in ix.module.body if not ix.inside(shape.epoch_loop, s)]
     guarded = False
     for stmt in candidates:
