@@ -282,3 +282,24 @@ def test_kept_cuda_move_goes_to_the_wrappers_device() -> None:
 def test_harmless_uses_before_setup_still_drop_the_move(use: str) -> None:
     result = _port(EVAL_FIRST.replace("MOVE", "to(device)").replace("USE", use))
     assert "model = torch.nn.Linear(3, 1)\n" in result.output
+
+
+def test_a_dataparallel_wrap_between_move_and_setup_is_no_use_and_stays_a_fixed_point():
+    # Lightning's examples/fabric/dcgan/train_torch.py: the first pass kept the move (the wrap
+    # looked like a use) and removed the wrap; the second then removed the move (exit 123)
+    from migrator.engine import migrate_source
+    from migrator.options import Options
+
+    src = (
+        "import torch\nimport torch.nn as nn\n\n"
+        'device = torch.device("cuda" if torch.cuda.is_available() else "cpu")\n'
+        "net = nn.Linear(2, 1).to(device)\n"
+        "if torch.cuda.device_count() > 1:\n    net = nn.DataParallel(net)\n"
+        "opt = torch.optim.SGD(net.parameters(), lr=0.1)\n"
+        "for _ in range(2):\n    opt.zero_grad()\n"
+        "    net(torch.ones(1, 2, device=device)).sum().backward()\n    opt.step()\n"
+    )
+    for target in ("runtime", "fabric", "accelerate"):
+        result = migrate_source(src, path="t.py", options=Options(target=target))
+        assert not result.internal_error, result.traceback
+        assert "net = nn.Linear(2, 1)\n" in result.output and "DataParallel" not in result.output
