@@ -303,3 +303,27 @@ def test_a_dataparallel_wrap_between_move_and_setup_is_no_use_and_stays_a_fixed_
         result = migrate_source(src, path="t.py", options=Options(target=target))
         assert not result.internal_error, result.traceback
         assert "net = nn.Linear(2, 1)\n" in result.output and "DataParallel" not in result.output
+
+
+def test_a_printed_device_two_selections_reach_is_rewritten_once():
+    # pytorch/examples language_translation: DEVICE chosen at the top and again in main(),
+    # printed once: both selections rewrote the same name (internal error: replaced twice)
+    from migrator.engine import migrate_source
+    from migrator.options import Options
+
+    src = (
+        "import torch\n\n"
+        'DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")\n\n\n'
+        "def main():\n"
+        '    print(f"Using device: {DEVICE}")\n'
+        "    model = torch.nn.Linear(2, 1).to(DEVICE)\n"
+        "    opt = torch.optim.SGD(model.parameters(), lr=0.1)\n"
+        "    model(torch.ones(1, 2, device=DEVICE)).sum().backward()\n    opt.step()\n\n\n"
+        'if __name__ == "__main__":\n'
+        '    DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")\n'
+        "    main()\n"
+    )
+    for target in ("runtime", "fabric", "accelerate"):
+        result = migrate_source(src, path="t.py", options=Options(target=target))
+        assert not result.internal_error, result.traceback
+        assert 'print(f"Using device: {DEVICE.type}")' in result.output
