@@ -247,20 +247,14 @@ class Bed:
         probe.mkdir(parents=True)
         env = run_env(spec, probe, self.code)
         script, timeout = cwd / spec.script, self.timeout
-        if target == "accelerate":
-            env["ACCELERATE_USE_CPU"] = "true"
-            cmd = [
-                sys.executable,
-                "-m",
-                "torch.distributed.run",
-                "--nproc-per-node=2",
-                "--master-addr=127.0.0.1",
-                f"--master-port={free_port()}",
-                str(script),
-                *spec.args,
-            ]  # conftest.torchrun's command line
-        elif target == "lightning":  # Lightning under torchrun: devices must be the process count
-            env.update(PL_TRAINER_DEVICES="2", PL_TRAINER_ACCELERATOR="cpu")
+        # accelerate and Lightning run under torchrun (conftest.torchrun's command line);
+        # Lightning's devices must equal the process count
+        under_torchrun = {
+            "accelerate": {"ACCELERATE_USE_CPU": "true"},
+            "lightning": {"PL_TRAINER_DEVICES": "2", "PL_TRAINER_ACCELERATOR": "cpu"},
+        }
+        if target in under_torchrun:
+            env.update(under_torchrun[target])
             cmd = [
                 sys.executable,
                 "-m",
