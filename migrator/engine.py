@@ -53,12 +53,8 @@ def _migrate(source: str, path: str, options: Options, rewrite: bool = True) -> 
         tree, problem = python_ast(source, path)  # a broken file must say so in any case
         if problem:
             return _result(path, source, Status.FAILED, reason=problem)
-        if options.role is None:  # a file alone: a helper module when importing it does no work
-            from dataclasses import replace
-
-            from migrator.program import Role, is_library, trains
-
-            options = replace(options, role=Role(library=is_library(tree), trains=trains(tree)))
+        if options.role is None:
+            options = _alone(options, tree)
         if options.role.pass_wrapper:
             codes = None  # calls that must pass the wrapper are no rule's anchors
         elif not codes:  # no enabled rule's anchor text is here: provably nothing to do
@@ -77,11 +73,14 @@ def _migrate(source: str, path: str, options: Options, rewrite: bool = True) -> 
     except cst.ParserSyntaxError as exc:
         return _result(path, source, Status.FAILED, reason=f"syntax error: {exc.message} (line {exc.raw_line})")
     if codes is None:  # (module form: not compiled above)
-        problem = python_ast(source, path)[1]
+        tree, problem = python_ast(source, path)
         if problem:  # libcst parses newer syntax than this Python compiles: verify would call it a bug
             return _result(path, source, Status.FAILED, reason=problem)
     if options.form == "module":  # structured-module form (falls back to the wrapper form itself)
         from migrator.module_form import migrate_module
+
+        if options.role is None:
+            options = _alone(options, tree)
 
         return migrate_module(module, source, path, options, sup.suppressed)
     from migrator.apply import apply_edits
@@ -102,6 +101,16 @@ def _migrate(source: str, path: str, options: Options, rewrite: bool = True) -> 
 
     verify(output, path, replan, source=source)
     return _result(path, source, Status.CHANGED, output=output, findings=tuple(findings))
+
+
+def _alone(options: Options, tree: ast.Module) -> Options:
+    """A file migrated alone: a helper module when importing it does no work; a script that
+    trains, or one that neither trains nor iterates data (``migrator.program``)."""
+    from dataclasses import replace
+
+    from migrator.program import Role, is_library, trains
+
+    return replace(options, role=Role(library=is_library(tree), trains=trains(tree)))
 
 
 def wrapper_needs(source: str, path: str, options: Options = Options()) -> dict[str, set[str]]:  # noqa: B008

@@ -40,10 +40,10 @@ def migrate_module(module: cst.Module, source: str, path: str, options: Options,
 
         output, class_name = convert(facts, shape, vocab)
     except NoFit as exc:
-        if _no_loop_of_its_own(options, source, path):
-            # a helper module or a script that does not train, migrated with the program: no
-            # training loop here to convert, so nothing "fell back" (it gets the wrapper form's
-            # helper treatment, as under --form wrapper)
+        if options.role is not None and (options.role.library or not options.role.trains):
+            # a helper module or a script that does not train: no training loop here to
+            # convert, so nothing "fell back" (it gets the wrapper form's helper treatment, as
+            # under --form wrapper)
             return _fallback(source, path, options, vocab, pos, None)
         return _fallback(source, path, options, vocab, pos, exc.misfit)
     _verify(output, path, vocab)
@@ -54,19 +54,6 @@ def migrate_module(module: cst.Module, source: str, path: str, options: Options,
     ))]
     findings = [f for f in findings if options.wants(f.code) and not suppressed(f.code, f.line)]
     return FileResult(path=path, source=source, output=output, status=Status.CHANGED, findings=tuple(findings))
-
-
-def _no_loop_of_its_own(options: Options, source: str, path: str) -> bool:
-    """A helper module (importing it does no work) or a script that does not train: the
-    module form has no loop here to convert, so a fallback would be noise."""
-    role = options.role
-    if role is None:
-        from migrator.engine import python_ast
-        from migrator.program import is_library, trains
-
-        tree = python_ast(source, path)[0]
-        return tree is not None and (is_library(tree) or not trains(tree))
-    return role.library or not role.trains
 
 
 def _already_module(facts, vocab) -> bool:
