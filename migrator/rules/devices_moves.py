@@ -72,12 +72,6 @@ _HARMLESS_METHODS = {
     "half", "bfloat16", "share_memory",
 }
 _HARMLESS_CALLS = {"print", "len", "isinstance", "id", "type", "repr", "str", "hasattr"}
-# wrappers the migration removes (setup replicates the model instead): wrapping is no use of
-# the model's device, and the second pass, no longer seeing the wrapper, must agree
-_REMOVED_WRAPPERS = {
-    "torch.nn.DataParallel", "torch.nn.parallel.DataParallel",
-    "torch.nn.parallel.data_parallel.DataParallel",
-}
 
 
 def removable_model_moves(ctx) -> dict[cst.Call, object]:
@@ -115,7 +109,7 @@ def _harmless_use(ctx, ref: cst.CSTNode) -> bool:
     if isinstance(parent, cst.Arg):
         call = ix.parent.get(parent)
         f = call.func if isinstance(call, cst.Call) else None
-        if f is not None and ix.call_qname(call) in _REMOVED_WRAPPERS:
+        if f is not None and ix.call_qname(call) in N.DATA_PARALLEL:  # MIG208 removes the wrap
             return True
         builtin = isinstance(f, cst.Name) and ix.imported_qname(f) in (None, f"builtins.{f.value}")
         return builtin and f.value in _HARMLESS_CALLS
