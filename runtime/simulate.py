@@ -212,7 +212,7 @@ class SimulatedCudaMode(TorchFunctionMode):
         name = getattr(func, "__name__", "")
         if name == "type" and len(args) > 1 and isinstance(args[1], type) and hasattr(args[1], "_tm_dtype"):
             return self._moved(args[0], args[0].to(args[1]._tm_dtype), _use(args[1]._tm_index(), "Tensor.type"))
-        dev = None
+        dev, unknown = None, False
         if name == "numpy" or name == "__array__":
             d = logical(args[0]) if args else None
             if d and d.startswith("cuda"):
@@ -252,8 +252,12 @@ class SimulatedCudaMode(TorchFunctionMode):
             if idx is not None:
                 dev = _use(idx, f"{name}(device=...)")
                 kwargs["device"] = "cpu"
-            else:
+            elif _from_user_code():
                 dev = "cpu"
+            else:
+                # torch's own code asks ``device=x.device`` of a tensor it really holds on the
+                # CPU (nn.LSTM's zero state): the logical device is unknown there, not the CPU
+                unknown = True
         devices = {d for d in (logical(t) for t in _tensors(args, kwargs)) if d}
         if len(devices) > 1 and name not in _MIXING_OK:
             cuda = sorted(d for d in devices if d.startswith("cuda"))
@@ -263,6 +267,8 @@ class SimulatedCudaMode(TorchFunctionMode):
                 _violation(f"{name} mixes a CPU tensor and a tensor on {cuda[0]} "
                            "(move the CPU tensor to the device)")
         out = func(*args, **kwargs)
+        if unknown and not devices:
+            return out
         if dev is None and devices:
             cuda = sorted(d for d in devices if d.startswith("cuda"))
             dev = cuda[0] if cuda else "cpu"
@@ -372,7 +378,7 @@ def _patch_cuda(state: _State) -> None:
     torch.backends.cudnn.is_available = lambda: True
     accel = getattr(torch, "accelerator", None)  # torch >= 2.6: what Accelerate asks first
     if accel is not None:
-        accel.current_accelerator = lambda *a, **k: torch.device("cuda", state.current)
+        accel.current_accelerator = lambda *a, **k: torch.device("cuda")  # no index, as torch says
         accel.is_available = lambda: True
         accel.device_count = lambda: state.devices
         accel.current_device_index = accel.current_device_idx = lambda: state.current

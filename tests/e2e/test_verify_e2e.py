@@ -202,3 +202,30 @@ def test_simulated_cuda_records_each_misuse_with_its_call_site(tmp_path: Path) -
         ("sim.py:7", "add mixes a CPU tensor and a tensor on cuda:1"),
         ("sim.py:8", ".numpy() of a tensor on cuda:1"),
     }, found
+
+
+LSTM_SIM = '''import torch
+lstm = torch.nn.LSTM(4, 3).to("cuda")
+x = torch.randn(5, 2, 4).to("cuda")
+out, _ = lstm(x)                      # torch makes the zero state from x.device: no misuse
+cell = torch.nn.LSTMCell(4, 3).to("cuda")
+h = torch.zeros(2, 3)                 # the script's own CPU state, fed to a cuda cell
+cell(x[0], (h, h))                    # line 7
+print(torch.accelerator.current_accelerator(), out.device)
+'''
+
+
+def test_simulation_tells_torch_internal_state_from_the_script_own_cpu_tensors(tmp_path: Path) -> None:
+    from migrator.verification.runs import Run, execute
+    from migrator.verification.runs import child_env as verify_env
+
+    (tmp_path / "lstm.py").write_text(LSTM_SIM)
+    audit = tmp_path / "audit"
+    audit.mkdir()
+    env = verify_env(audit, tmp_path, single=True, simulate=True, devices=1)
+    run = execute(Run("lstm", [sys.executable, "lstm.py"], tmp_path, audit), env, 60)
+    assert run.returncode == 0, run.stderr
+    # torch.accelerator.current_accelerator() names no index on a real GPU either
+    assert run.stdout == "cuda cuda:0\n"
+    found = {(r["site"], r["message"].split(" (")[0]) for r in run.of("placement")}
+    assert found == {("lstm.py:7", "lstm_cell mixes a CPU tensor and a tensor on cuda:0")}, found
