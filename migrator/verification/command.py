@@ -40,7 +40,7 @@ def verify_command(script: Path, script_args: tuple[str, ...], target: str, form
     from migrator.verification.pipeline import Request, verify
 
     req = Request(script.resolve(), target, form, migrated.resolve() if migrated else None, devices,
-                  simulate_gpus, timeout, keep, tuple(script_args))
+                  simulate_gpus, timeout, keep, tuple(script_args), Path.cwd())
     report = verify(req, _progress if sys.stderr.isatty() else None)
     if fmt == "json":
         click.echo(json.dumps(report.to_json(), indent=2))

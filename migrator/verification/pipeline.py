@@ -10,7 +10,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from migrator.verification import checks
 from migrator.verification.checks import Check
@@ -28,6 +28,10 @@ class Request:
     timeout: float = 300.0
     keep: bool = False
     script_args: tuple[str, ...] = ()
+    # The user's working directory: when SCRIPT lies under it (and it is not / or the home
+    # folder), each run gets a copy of it and starts there, SCRIPT at its place inside; otherwise
+    # a copy of SCRIPT's folder, started there.
+    cwd: Path | None = None
 
 
 @dataclass
@@ -78,11 +82,25 @@ def verify(req: Request, progress: Progress | None = None) -> Report:
     return report
 
 
+def layout(req: Request) -> tuple[Path, str]:
+    """The folder each run copies and starts in, and SCRIPT's path inside it (posix)."""
+    cwd = req.cwd.resolve() if req.cwd is not None else None
+    if cwd is not None and cwd not in (Path(cwd.anchor), Path.home().resolve()):
+        try:
+            return cwd, req.script.relative_to(cwd).as_posix()
+        except ValueError:
+            pass
+    return req.script.parent, req.script.name
+
+
 def _one(req: Request, work: Path, label: str, texts: dict[str, str] | None, devices: int,
          progress: Progress, modules: dict | None = None) -> Run:
     folder, audit = work / label, work / f"{label}.audit"
     audit.mkdir()
-    script = copy_folder(req.script.parent, folder, req.script.name, texts)
+    root, rel = layout(req)
+    where = PurePosixPath(rel).parent  # texts are relative to SCRIPT's folder
+    texts = {(where / name).as_posix(): text for name, text in texts.items()} if texts else texts
+    script = copy_folder(root, folder, rel, texts)
     args = list(req.script_args)
     if devices == 1:
         cmd, extra = [sys.executable, str(script), *args], {}
@@ -92,7 +110,7 @@ def _one(req: Request, work: Path, label: str, texts: dict[str, str] | None, dev
     if modules:  # the classes the original's checkpoints came from: the port's load into them
         extra = {**extra, "TM_VERIFY_MODULES": json.dumps(modules)}
     env = child_env(audit, folder, single=devices == 1, simulate=req.simulate_gpus, devices=devices,
-                    extra=extra)
+                    extra=extra, code=script.parent if script.parent != folder else None)
     progress(label, None)
     execute(run, env, req.timeout)
     progress(label, run)

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 _IGNORE = shutil.ignore_patterns(".git", "__pycache__", "*.pyc", ".venv", "venv", ".mypy_cache",
-                                 ".pytest_cache", "node_modules", ".tox")
+                                 ".pytest_cache", "node_modules", ".tox",
+                                 "migrate-verify-*")  # verify's own work folders (a cwd of /tmp)
 _CLEAN_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
               "GROUP_RANK", "TORCHELASTIC_RUN_ID", "LT_CLI_USED", "ACCELERATE_USE_CPU")
 LAUNCHERS = ("runtime", "fabric", "accelerate")
@@ -66,7 +67,7 @@ def runtime_root() -> Path | None:
 
 def copy_folder(src: Path, dest: Path, script_name: str, texts: dict[str, str] | None) -> Path:
     """A copy of ``src`` at ``dest``; ``texts`` (the port: path relative to ``src`` -> text)
-    replace those files there. The script's path."""
+    replace those files there. The script's path (``script_name``: relative to ``src``)."""
     shutil.copytree(src, dest, ignore=_IGNORE, symlinks=True)
     for rel, text in (texts or {}).items():
         (dest / rel).write_text(text)
