@@ -21,6 +21,7 @@ Blind spots are listed in docs/verify.md.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
@@ -465,6 +466,10 @@ def _patch_dist_and_data() -> None:
 
     loader_init = DataLoader.__init__
 
+    # wraps: the patched __init__ keeps DataLoader's signature. Code that rebuilds a loader from
+    # its attributes reads that signature (Lightning Fabric's setup_dataloaders, when it injects
+    # a DistributedSampler): a bare (*args, **kwargs) made it drop batch_size, shuffle, ...
+    @functools.wraps(loader_init)
     def dataloader_init(self, *args, **kwargs):
         kwargs["pin_memory"] = False
         kwargs.pop("pin_memory_device", None)
