@@ -24,6 +24,22 @@ def normalise(text: str) -> str:
     return text
 
 
+# Timestamps in the paths of written files, masked before files are paired between runs (a run
+# folder named after the clock differs run to run): a date YYYYMMDD (separators - _ . allowed,
+# the same between its parts) optionally followed by a time HHMM[SS][.fraction] (separators
+# - _ : . allowed), or epoch seconds (10 digits from 1...) or milliseconds (13), not part of a
+# longer number. The child bootstrap gets the pattern (TM_VERIFY_STAMP) to pair checkpoints.
+STAMP = re.compile(
+    r"(?<!\d)(?:(?:19|20)\d\d([-_.]?)(?:0[1-9]|1[0-2])\1(?:0[1-9]|[12]\d|3[01])"
+    r"(?:[-_T ]?(?:[01]\d|2[0-3])([-_:.]?)[0-5]\d(?:\2[0-5]\d)?(?:[.,]\d+)?)?"
+    r"|1\d{9}(?:\d{3})?)(?!\d)")
+
+
+def pair_path(path: str) -> str:
+    """``path`` (relative, as recorded) with its timestamps masked: the key files pair on."""
+    return STAMP.sub("<TIMESTAMP>", path)
+
+
 @dataclass(frozen=True)
 class Check:
     name: str
@@ -84,11 +100,12 @@ def same_stdout(name: str, expected: str, actual: str) -> Check:
 
 
 def written(run: Run) -> dict[str, set[str]]:
-    """Relative path -> ranks that wrote it, for files that still exist at the end of ``run``."""
+    """Relative path, timestamps masked (``pair_path``) -> ranks that wrote it, for files that
+    still exist at the end of ``run``."""
     out: dict[str, set[str]] = {}
     for r in run.of("write"):
         if (run.folder / r["path"]).is_file():
-            out.setdefault(r["path"], set()).add(r["rank"])
+            out.setdefault(pair_path(r["path"]), set()).add(r["rank"])
     return out
 
 
@@ -106,7 +123,7 @@ def same_files(name: str, original: Run, port: Run) -> Check:
 
 
 def _checkpoints(run: Run, rank: str | None = None) -> dict[str, dict]:
-    return {r["path"]: r for r in run.of("checkpoint") if rank is None or r["rank"] == rank}
+    return {pair_path(r["path"]): r for r in run.of("checkpoint") if rank is None or r["rank"] == rank}
 
 
 def _checkpoint_differences(reference: Run, other: Run, *, values: bool, rank: str | None = None) -> str:

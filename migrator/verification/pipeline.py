@@ -108,7 +108,7 @@ def _one(req: Request, work: Path, label: str, texts: dict[str, str] | None, dev
         cmd, extra = launch_cmd(req.target, script, args, devices, req.simulate_gpus)
     run = Run(label, cmd, folder, audit)
     if modules:  # the classes the original's checkpoints came from: the port's load into them
-        extra = {**extra, "TM_VERIFY_MODULES": json.dumps(modules)}
+        extra = {**extra, "TM_VERIFY_MODULES": json.dumps(modules), "TM_VERIFY_STAMP": checks.STAMP.pattern}
     env = child_env(audit, folder, single=devices == 1, simulate=req.simulate_gpus, devices=devices,
                     extra=extra, code=script.parent if script.parent != folder else None)
     progress(label, None)

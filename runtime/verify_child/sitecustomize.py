@@ -315,6 +315,17 @@ def _watch_prints(record, switched):
     builtins.print = print_
 
 
+def _paired(rel):
+    """``rel`` with the timestamps the parent masks when it pairs files between runs
+    (``TM_VERIFY_STAMP``: its pattern) masked."""
+    stamp = os.environ.get("TM_VERIFY_STAMP")
+    if not stamp:
+        return rel
+    import re
+
+    return re.sub(stamp, "<TIMESTAMP>", rel)
+
+
 def _at_exit(record, written, saved, stepped, classes, wanted, kept):
     try:
         sys.stdout.flush()
@@ -337,9 +348,10 @@ def _at_exit(record, written, saved, stepped, classes, wanted, kept):
             if not os.path.isfile(path) or not (path in saved or path.endswith(_CKPT_SUFFIXES)):
                 continue
             rel = os.path.relpath(path, root)
+            key = _paired(rel)  # the original's checkpoints are keyed with timestamps masked
             try:
                 obj = _load(torch, path)
-                into = _load_into(obj, wanted[rel], kept) if rel in wanted else {}
+                into = _load_into(obj, wanted[key], kept) if key in wanted else {}
                 record("checkpoint", path=rel, ok=True, keys=_signature(obj),
                        modules=classes.get(path, {}), into=into)
             except Exception as exc:  # noqa: BLE001 - reported by the parent

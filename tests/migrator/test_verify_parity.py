@@ -1,5 +1,6 @@
-"""`migrate verify` runs a script in a subfolder from a copy of the user's working directory,
-not of the script's own folder. Torch-free scripts: fast."""
+"""`migrate verify`'s 1-process parity on real-world shapes of scripts: files under timestamped
+folders, a script run from the user's working directory rather than its own folder. Torch-free
+scripts: fast."""
 
 from __future__ import annotations
 
@@ -10,9 +11,69 @@ from pathlib import Path
 
 from conftest import ROOT, child_env
 
-from migrator.verification.pipeline import Request, layout
+from migrator.verification import checks
+from migrator.verification.pipeline import Request, layout, verify
+from migrator.verification.runs import Run
 
 STDOUT, FILES = "1-process stdout same as original", "1-process files same as original"
+
+
+def _run(folder: Path, **kw) -> Run:
+    run = Run("r", ["x"], folder, folder, returncode=0)
+    for key, value in kw.items():
+        setattr(run, key, value)
+    return run
+
+
+def _ckpt(folder: Path, path: str, **sums: float) -> Run:
+    (folder / path).parent.mkdir(parents=True, exist_ok=True)
+    (folder / path).write_bytes(b"x")
+    keys = {k: [[2], v, "float32"] for k, v in sums.items()}
+    return _run(folder, records=[{"kind": "write", "rank": "0", "path": path},
+                                 {"kind": "checkpoint", "rank": "0", "path": path, "ok": True, "keys": keys}])
+
+
+def test_files_in_timestamped_folders_pair_between_runs(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    first = _ckpt(tmp_path / "a", "outputs/20261206-055204/model.pt", weight=1.0)
+    second = _ckpt(tmp_path / "b", "outputs/20261206-055211/model.pt", weight=1.0)
+    same = checks.same_files("f", first, second)
+    assert same.passed and same.evidence == "same 1 file(s): outputs/<TIMESTAMP>/model.pt", same
+    assert checks.files_once("o", second, first).passed
+    assert checks.modules_saved(_run(tmp_path / "a", records=[
+        {"kind": "checkpoint", "rank": "0", "path": "runs/2026-12-06_05-52-04/m.pt", "ok": True, "keys": {},
+         "modules": {"": "Net"}}])) == {"runs/<TIMESTAMP>/m.pt": {"": "Net"}}
+    for stamped in ("20261206-055204", "2026-12-06_05-52-04", "2026-12-06T05:52:04.5", "1733460000", "v_20261206"):
+        assert "<TIMESTAMP>" in checks.pair_path(f"out/{stamped}/x.png"), stamped
+    for plain in ("checkpoint-1000.pt", "fake-0004.png", "epoch_12/x.pt", "20261306-000000/x"):
+        assert checks.pair_path(plain) == plain
+
+
+# Torch-free scripts run for real (original, port on 1 and on 2 processes): a few seconds each.
+STAMPED = '''\
+import os, datetime
+stamp = datetime.datetime.fromtimestamp(1_700_000_000 + os.getpid()).strftime("%Y%m%d-%H%M%S")
+if os.environ.get("RANK", "0") == "0":
+    os.makedirs(f"outputs/{stamp}")
+    with open(f"outputs/{stamp}/sample.txt", "w") as fh:
+        fh.write("x")
+'''
+
+
+def _verify(tmp_path: Path, original: str, port: str | None = None) -> tuple[dict, list[str]]:
+    (tmp_path / "train.py").write_text(original)
+    (tmp_path / "port.py").write_text(port or original)
+    report = verify(Request(tmp_path / "train.py", migrated=tmp_path / "port.py", timeout=120))
+    return {c.name: c for c in report.checks}, [r.label for r in report.runs]
+
+
+def test_files_under_a_timestamped_folder_pair_up_on_every_run(tmp_path: Path) -> None:
+    found, _ = _verify(tmp_path, STAMPED)
+    assert found[FILES].passed and found[FILES].evidence == "same 1 file(s): outputs/<TIMESTAMP>/sample.txt", \
+        found[FILES]
+    once = found["2 processes: every file written once, by rank 0"]
+    assert once.passed, once
 
 
 READS_CWD = '''\
