@@ -1,6 +1,6 @@
-"""`migrate verify`'s 1-process parity on real-world shapes of scripts: files under timestamped
-folders, a script run from the user's working directory rather than its own folder. Torch-free
-scripts: fast."""
+"""`migrate verify`'s 1-process parity on real-world shapes of scripts: an original that is not
+deterministic (n/a, not a failure of the port), files under timestamped folders, a script run
+from the user's working directory rather than its own folder. Torch-free scripts: fast."""
 
 from __future__ import annotations
 
@@ -33,6 +33,44 @@ def _ckpt(folder: Path, path: str, **sums: float) -> Run:
                                  {"kind": "checkpoint", "rank": "0", "path": path, "ok": True, "keys": keys}])
 
 
+def test_stdout_differences_only_where_the_original_moves_are_not_applicable() -> None:
+    original, again = "device cpu\nloss 0.25\ndone\n", "device cpu\nloss 0.75\ndone\n"
+    na = checks.same_stdout("s", original, "device cpu\nloss 0.5\ndone\n", again)
+    assert na.passed and na.status == "n/a", na
+    assert na.evidence.startswith("the original is not deterministic (run twice, it printed 'loss 0.25' "
+                                  "then 'loss 0.75' on line 2)"), na.evidence
+    # a difference on a line the original prints the same on every run is the port's
+    stable = checks.same_stdout("s", original, "device cuda:0\nloss 0.5\ndone\n", again)
+    assert stable.status == "fail" and stable.evidence == "line 1: expected 'device cpu', got 'device cuda:0'"
+    assert checks.same_stdout("s", original, "device cpu\nloss 0.5\n", again).status == "fail"
+    # a stable original: the failure stands
+    assert checks.same_stdout("s", original, "device cpu\nloss 0.5\ndone\n", original).status == "fail"
+    # line counts that change run to run: comparable up to the original's first change only
+    assert checks.same_stdout("s", "a\nstep 1\n", "a\nstep 1\nstep 2\nstep 3\n", "a\nstep 1\nstep 2\n").status == "n/a"
+    assert checks.same_stdout("s", "a\nstep 1\n", "b\nstep 1\nstep 2\n", "a\nstep 1\nstep 2\n").status == "fail"
+
+
+def test_checkpoint_values_of_an_unstable_original_are_not_applicable_keys_stay_hard(tmp_path: Path) -> None:
+    dirs = {name: tmp_path / name for name in ("original", "again", "port", "stable")}
+    for d in dirs.values():
+        d.mkdir()
+    original = _ckpt(dirs["original"], "ckpt.pt", weight=1.0, bias=0.5)
+    again = _ckpt(dirs["again"], "ckpt.pt", weight=1.5, bias=0.25)
+    port = _ckpt(dirs["port"], "ckpt.pt", weight=2.0, bias=0.5)
+    assert checks.same_files("f", original, port).status == "fail"  # no second run: the values differ
+    na = checks.same_files("f", original, port, again)
+    assert na.passed and na.status == "n/a", na
+    assert "its ckpt.pt had bias sum 0.5 then 0.25" in na.evidence and "cannot be compared" in na.evidence, na
+    # the original's values repeat: the port's difference is a failure
+    stays = checks.same_files("f", original, port, _ckpt(dirs["stable"], "ckpt.pt", weight=1.0, bias=0.5))
+    assert stays.status == "fail" and stays.evidence == \
+        "ckpt.pt: weight differs from the original's (sum 2 vs 1)", stays
+    # keys do not depend on a seed
+    renamed = _ckpt(dirs["port"], "ckpt.pt", w=1.0, bias=0.5)
+    keys = checks.same_files("f", original, renamed, again)
+    assert keys.status == "fail" and "keys differ from the original's" in keys.evidence, keys
+
+
 def test_files_in_timestamped_folders_pair_between_runs(tmp_path: Path) -> None:
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
@@ -51,6 +89,13 @@ def test_files_in_timestamped_folders_pair_between_runs(tmp_path: Path) -> None:
 
 
 # Torch-free scripts run for real (original, port on 1 and on 2 processes): a few seconds each.
+UNSEEDED = '''\
+import os, random
+if os.environ.get("RANK", "0") == "0":
+    print("start")
+    print(f"loss {random.random():.6f}")
+'''
+
 STAMPED = '''\
 import os, datetime
 stamp = datetime.datetime.fromtimestamp(1_700_000_000 + os.getpid()).strftime("%Y%m%d-%H%M%S")
@@ -66,6 +111,24 @@ def _verify(tmp_path: Path, original: str, port: str | None = None) -> tuple[dic
     (tmp_path / "port.py").write_text(port or original)
     report = verify(Request(tmp_path / "train.py", migrated=tmp_path / "port.py", timeout=120))
     return {c.name: c for c in report.checks}, [r.label for r in report.runs]
+
+
+def test_an_unseeded_original_is_not_applicable_a_seeded_one_still_fails(tmp_path: Path) -> None:
+    (tmp_path / "unseeded").mkdir()
+    found, runs = _verify(tmp_path / "unseeded", UNSEEDED)
+    assert found[STDOUT].status == "n/a", found[STDOUT]
+    assert found[STDOUT].evidence.startswith("the original is not deterministic (run twice, it printed 'loss "), \
+        found[STDOUT].evidence
+    assert runs == ["original", "port-1", "original-again", "port-2"]
+    (tmp_path / "seeded").mkdir()
+    seeded = UNSEEDED.replace("import os, random\n", "import os, random\nrandom.seed(0)\n")
+    found, runs = _verify(tmp_path / "seeded", seeded, seeded.replace("random.random()", "random.random() / 2"))
+    assert found[STDOUT].status == "fail" and found[STDOUT].evidence.startswith("line 2: expected 'loss "), \
+        found[STDOUT]
+    assert runs == ["original", "port-1", "original-again", "port-2"]
+    # parity that holds costs no second run
+    found, runs = _verify(tmp_path / "seeded", seeded)
+    assert found[STDOUT].status == "pass" and runs == ["original", "port-1", "port-2"]
 
 
 def test_files_under_a_timestamped_folder_pair_up_on_every_run(tmp_path: Path) -> None:
