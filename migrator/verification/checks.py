@@ -6,6 +6,7 @@ import math
 import re
 from dataclasses import dataclass
 
+from migrator.verification.failures import failure_tail
 from migrator.verification.runs import Run
 
 # Normalisation of stdout before the 1-process comparison: timings and timestamps only.
@@ -68,9 +69,9 @@ def exited(name: str, run: Run, timeout: float) -> Check:
         details = "\n".join(f"rank {r}:\n{_frames(run.stacks[r], str(run.folder))}" for r in ranks)
         return Check(name, False, f"hang: still running after {timeout:g}s; stacks of ranks "
                      f"{', '.join(ranks) or '(none dumped)'} below", details)
-    if run.returncode != 0:
-        return Check(name, False, f"exit {run.returncode} after {run.seconds:.1f}s: {_tail(run.stderr)}",
-                     run.stderr[-3000:])
+    if run.returncode != 0:  # a launcher's own summary says nothing: the failing rank's traceback
+        tail, details = failure_tail(run.stderr) or (_tail(run.stderr), run.stderr[-3000:])
+        return Check(name, False, f"exit {run.returncode} after {run.seconds:.1f}s: {tail}", details)
     return Check(name, True, f"exit 0 in {run.seconds:.1f}s")
 
 
