@@ -50,7 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def verify_one(bed: Bed, spec, target: str, timeout: float) -> dict:
     cwd, _ = bed.copy(spec, f"verify-{target}")
     cmd = [sys.executable, "-m", "migrator", "verify", spec.script, "--target", target,
-           "--simulate-gpus", "--timeout", str(timeout), "--format", "json", "--", *spec.args]
+           "--simulate-gpus", "--timeout", str(timeout), "--format", "json", "--", *spec.args,
+           *spec.accel]  # the (simulated) GPU is there: the original may use it, as the port does
     start = time.monotonic()
     proc = subprocess.run(cmd, cwd=cwd, env=run_env(spec), capture_output=True, text=True,
                           timeout=timeout * 4 + 120)

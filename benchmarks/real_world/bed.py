@@ -21,6 +21,10 @@ class Spec:
     before the run (the same for the original and the ports). ``kind`` says what is expected:
     RUN (original runs, every check applies), DISTRIBUTED (already distributed or unsafe to port:
     migrate must refuse with MIG9xx), NOT_RUNNABLE (migrated only; ``note`` says why).
+    ``accel``: the arguments that let the script use an accelerator (pytorch/examples'
+    ``--accel``); `migrate verify --simulate-gpus` adds them, so that the original runs on the
+    (simulated) GPU like the port, whose device comes from the launcher. The CPU scoreboard
+    leaves them out (fast_neural_style exits 1 on ``--accel`` without an accelerator).
     """
 
     name: str
@@ -32,6 +36,7 @@ class Spec:
     setup: Callable[[Path], None] | None = None
     kind: str = RUN
     note: str = ""
+    accel: tuple[str, ...] = ()
 
     @property
     def path(self) -> str:
@@ -144,6 +149,7 @@ BED: list[Spec] = [
             "--manualSeed",
             "1",
         ),
+        accel=("--accel",),
     ),
     Spec(
         "word_language_model (LSTM)",
@@ -152,6 +158,7 @@ BED: list[Spec] = [
         "main.py",
         WLM,
         setup=tiny_corpus,
+        accel=("--accel",),
     ),
     Spec(
         "word_language_model (Transformer)",
@@ -160,6 +167,7 @@ BED: list[Spec] = [
         "main.py",
         (*WLM, "--model", "Transformer", "--nhead", "2"),
         setup=tiny_corpus,
+        accel=("--accel",),
     ),
     Spec(
         "super_resolution",
@@ -204,6 +212,7 @@ BED: list[Spec] = [
             "1000",
         ),
         env={"RW_FAKE_TRAIN_SIZE": "8"},
+        accel=("--accel",),
     ),
     Spec(
         "reinforce",
