@@ -158,6 +158,7 @@ CODE_ANCHORS: dict[str, Anchor] = {
     "MIG209": _MODELS,
     "MIG210": _MODELS,
     "MIG211": _MODELS,
+    "MIG213": lambda s: s.calls("register_buffer"),
     "MIG301": _LOADER,
     "MIG302": _LOADER,
     "MIG303": _BACKWARD,

@@ -88,6 +88,7 @@ ANCHORS: dict[str, tuple] = {
     "MIG209": MODELS,
     "MIG210": MODELS,
     "MIG211": MODELS,
+    "MIG213": (words("register_buffer"),),
     "MIG301": (LOADER,),
     "MIG302": (LOADER,),
     "MIG303": (BACKWARD,),

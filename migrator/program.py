@@ -40,8 +40,9 @@ _PURE_CALLS = frozenset({
 # keeps in its own semantics (a data file loaded in ``__getitem__`` is no checkpoint), or
 # that the entry decides (data sharding, seeds): never a reason to refuse a helper module.
 HARMLESS = frozenset({"MIG401", "MIG403", "MIG409"})
-# Fixes a helper module needs on N processes that need no wrapper: makedirs(exist_ok=True).
-SAFE_ALONE = frozenset({"MIG405"})
+# Fixes a helper module needs on N processes that need no wrapper: makedirs(exist_ok=True),
+# buffers registered with default strides (a model class's module is a helper: MIG213).
+SAFE_ALONE = frozenset({"MIG405", "MIG213"})
 
 
 @dataclass(frozen=True)

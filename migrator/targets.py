@@ -82,6 +82,10 @@ class Vocabulary:
     # model's own methods and attributes nor its state-dict keys: every use other than the
     # forward and plain nn.Module calls goes through ``unwrap`` (MIG210).
     wrapped_model_transparent: bool = True
+    # True: the target's DDP gives every buffer default strides before wrapping (the runtime's
+    # strategy does); False: torch's DDP broadcasts buffers as registered, and one with odd
+    # strides (a transposed or expanded tensor) fails there: MIG213 registers a default-strided copy.
+    ddp_buffers_default_strides: bool = False
     # Not None: the set-up optimizer's step(closure) returns None; this steps the underlying
     # optimizer, which returns the closure's loss (MIG211).
     closure_step: str | None = None
@@ -105,7 +109,8 @@ class Vocabulary:
     extra: dict = field(default_factory=dict, compare=False)
 
 
-RUNTIME = Vocabulary(name="runtime", wrapper_module="runtime", wrapper_class="Runtime", wrapper_var="rt")
+RUNTIME = Vocabulary(name="runtime", wrapper_module="runtime", wrapper_class="Runtime", wrapper_var="rt",
+                     ddp_buffers_default_strides=True)
 
 FABRIC = Vocabulary(
     name="fabric",
