@@ -127,7 +127,11 @@ class ModelMoveRule(Rule):
     `if args.evaluate: test(model, test_loader); return` ahead of the optimizer: that path
     evaluates on device batches). A CPU tensor the script makes and feeds to the set-up model
     (`state = torch.tensor(obs).unsqueeze(0); probs = policy(state)`) moves to the device
-    with it: `policy(state.to(rt.device))`.
+    with it: `policy(state.to(rt.device))`. So does one handed to a loss beside the model's
+    output (`F.smooth_l1_loss(value, torch.tensor([R], device=rt.device))`, `criterion(out,
+    target.to(rt.device))`), found through closures, globals and what the file's own functions
+    return (`x, y = get_batch()`); and a tensor the model's `forward` makes without a device
+    takes its input's (`h = torch.zeros(input.size(0), 51, device=input.device)`).
 
     **Why**: setup moves the model to the right device for each process; its inputs must be
     there too (the original ran on the CPU, or DataParallel copied its inputs).
@@ -148,7 +152,7 @@ class ModelMoveRule(Rule):
             else:
                 change.replace(call, _strip)
         rebuilt = [b.loss for b in ctx.facts.backwards]  # MIG204 rewrites these from their text
-        for arg, anchor in model_inputs(ctx):
+        for arg, anchor, fed in model_inputs(ctx):
             if any(ctx.ix.inside(arg, loss) for loss in rebuilt):
                 ctx.finding(
                     self.code, arg,
@@ -162,9 +166,18 @@ class ModelMoveRule(Rule):
             change.replace(arg, _on_device(ctx, arg, dev))
             change.require(anchor)  # the set-up model is on the device only where setup runs
             change.message = (
-                "make the CPU tensor fed to the set-up model on its device: "
+                f"make the CPU tensor fed to {fed} on its device: "
                 + (f"device={dev}" if _takes_device(ctx, arg) else f"{ctx.ix.code(arg)}.to({dev})")
             )
+        for call, tensor, anchor in forward_factories(ctx):
+            dev = f"{tensor}.device"
+            change = ctx.finding(
+                self.code, call,
+                f"make the tensor forward() creates on its input's device (device={dev}): "
+                "the set-up model runs on the process's device",
+            )
+            change.replace(call, _on_device(ctx, call, dev))
+            change.require(anchor)
 
 
 class BatchMoveRule(Rule):
@@ -286,7 +299,7 @@ def _on_device(ctx, original: cst.BaseExpression, dev: str):
     return render
 
 
-def model_inputs(ctx) -> list[tuple[cst.BaseExpression, cst.CSTNode]]:
+def model_inputs(ctx) -> list[tuple[cst.BaseExpression, cst.CSTNode, str]]:
     """Arguments of calls to a set-up model that are CPU tensors the script made (``state =
     torch.tensor(obs).unsqueeze(0); probs = policy(state)``), each with its model's setup
     anchor. The original model ran on the CPU (a script that never chose a device) or
@@ -294,7 +307,7 @@ def model_inputs(ctx) -> list[tuple[cst.BaseExpression, cst.CSTNode]]:
     ix = ctx.ix
     out = []
     for m in ctx.facts.models:
-        if m.manual or already_set_up(ctx, m):
+        if already_set_up(ctx, m):
             continue
         anchor = setup_anchor(ctx, m)
         if anchor is None:
@@ -308,33 +321,204 @@ def model_inputs(ctx) -> list[tuple[cst.BaseExpression, cst.CSTNode]]:
                 continue  # runs before setup: the model is where the script put it
             for arg in call.args:
                 if not arg.star and _cpu_tensor(ctx, arg.value, call, 0):
-                    out.append((arg.value, anchor))
+                    out.append((arg.value, anchor, "the set-up model"))
+    anchors = [a for a in (setup_anchor(ctx, m) for m in ctx.facts.models if not already_set_up(ctx, m)) if a]
+    if anchors:
+        seen = {id(arg) for arg, _, _ in out}
+        out += [(arg, anchors[0], "a loss beside the set-up model's output")
+                for arg in loss_inputs(ctx, anchors[0]) if id(arg) not in seen]
     return out
 
 
-def _cpu_tensor(ctx, expr: cst.BaseExpression, at: cst.CSTNode, depth: int) -> bool:
-    """``expr`` (read at ``at``) is a tensor a torch factory made on the CPU."""
-    ix = ctx.ix
-    if depth > 4:
-        return False
-    if isinstance(expr, cst.Call):
-        if ix.call_qname(expr) in _FACTORIES:
-            return not any(a.keyword is not None and a.keyword.value == "device" for a in expr.args)
-        f = expr.func
-        return isinstance(f, cst.Attribute) and f.attr.value in _SAME_DEVICE and _cpu_tensor(ctx, f.value, at, depth + 1)
-    if isinstance(expr, cst.Subscript):
-        return _cpu_tensor(ctx, expr.value, at, depth + 1)
-    if isinstance(expr, cst.Name):
-        assign = _reaching_assign(ctx, expr, at)
-        return assign is not None and _cpu_tensor(ctx, assign.value, assign, depth + 1)
+_LOSS_FUNCTIONS = {
+    "cross_entropy", "nll_loss", "binary_cross_entropy", "binary_cross_entropy_with_logits",
+    "kl_div", "poisson_nll_loss", "gaussian_nll_loss", "ctc_loss", "hinge_embedding_loss",
+}
+
+
+def _is_loss(ctx, call: cst.Call) -> bool:
+    """``F.smooth_l1_loss(...)``, ``F.cross_entropy(...)`` or ``criterion(...)`` with
+    ``criterion = nn.MSELoss()`` (found through the scopes that can see it)."""
+    q = ctx.ix.call_qname(call) or ""
+    if q.startswith("torch.nn.functional."):
+        name = q.rsplit(".", 1)[1]
+        return name.endswith("_loss") or name in _LOSS_FUNCTIONS
+    if isinstance(call.func, cst.Name):
+        assign = _reaching_assign(ctx, call.func, call, outer=True)
+        if assign is not None and isinstance(assign.value, cst.Call):
+            made = ctx.ix.call_qname(assign.value) or ""
+            return made.startswith("torch.nn.") and made.endswith("Loss")
     return False
 
 
-def _reaching_assign(ctx, name: cst.Name, at: cst.CSTNode) -> cst.Assign | None:
+def loss_inputs(ctx, anchor: cst.CSTNode) -> list[cst.BaseExpression]:
+    """CPU tensors the script makes and hands to a loss beside the set-up model's output
+    (``F.smooth_l1_loss(value, torch.tensor([R]))``, ``criterion(out, target)`` with ``target =
+    torch.from_numpy(...)``): the original ran on the CPU; the output is now on the device.
+    A loss all of whose tensors are the script's CPU tensors is left alone."""
+    ix = ctx.ix
+    out = []
+    fn = ix.function_of(anchor)
+    for call in ix.calls:
+        if not call.args or not _is_loss(ctx, call):
+            continue
+        if ix.function_of(call) is fn and ix.order(call) < ix.order(anchor):
+            continue  # runs before setup: the model is where the script put it
+        values = [a.value for a in call.args if not a.star and a.keyword is None]
+        cpu = [v for v in values if _cpu_tensor(ctx, v, call, 0)]
+        if cpu and len(cpu) < len(values):
+            out.extend(cpu)
+    return out
+
+
+_TENSOR_USES = {"size", "shape", "split", "dim", "view", "reshape", "unsqueeze", "dtype", "device", "chunk"}
+
+
+def forward_factories(ctx) -> list[tuple[cst.Call, str, cst.CSTNode]]:
+    """Tensors a set-up model's ``forward`` makes without a device (``h_t = torch.zeros(
+    input.size(0), 51)``), each with the forward parameter whose device they must share and
+    the model's setup anchor. The original model ran on the CPU; the set-up one runs on the
+    process's device."""
+    ix = ctx.ix
+    out = []
+    for m in ctx.facts.models:
+        if m.class_def is None or already_set_up(ctx, m):
+            continue
+        anchor = setup_anchor(ctx, m)
+        if anchor is None:
+            continue
+        for stmt in m.class_def.body.body:
+            if not (isinstance(stmt, cst.FunctionDef) and stmt.name.value == "forward"):
+                continue
+            tensor = _tensor_param(ix, stmt)
+            if tensor is None:
+                continue
+            for call in ix.subtree(stmt, cst.Call):
+                if (ix.call_qname(call) in _DEVICE_KEYWORD and ix.function_of(call) is stmt
+                        and not any(a.keyword is not None and a.keyword.value == "device" for a in call.args)):
+                    out.append((call, tensor, anchor))
+    return out
+
+
+def _tensor_param(ix, fn: cst.FunctionDef) -> str | None:
+    """The first parameter of ``forward`` (after self) that its body uses as a tensor
+    (``input.size(0)``, ``x.shape``, ``input.split(1, dim=1)``) and never rebinds."""
+    params = [p.name.value for p in fn.params.params[1:]]
+    stored = set()
+    for node in ix.within(fn, ix.assigns):
+        stored |= _stored_names(node)
+    for loop in ix.loops:
+        if ix.inside(loop, fn):
+            stored |= _stored_names(loop)
+    for name in params:
+        if name in stored:
+            continue
+        for attr in ix.subtree(fn, cst.Attribute):
+            if (isinstance(attr.value, cst.Name) and attr.value.value == name
+                    and attr.attr.value in _TENSOR_USES):
+                return name
+    return None
+
+
+_COMBINE = {"torch.cat", "torch.stack", "torch.hstack", "torch.vstack"}
+_TENSOR_METHODS = _SAME_DEVICE | {"mm", "matmul", "pow", "sin", "cos", "exp", "log", "abs", "sum", "mean"}
+
+
+def _cpu_tensor(ctx, expr: cst.BaseExpression, at: cst.CSTNode, depth: int, call=None) -> bool:
+    """``expr`` (read at ``at``) is a tensor the script made on the CPU: a torch factory, an
+    op or method of such tensors, or what a function of this file returns from them. ``call``
+    is the call of the function ``at`` is in, when it was entered from one (its parameters are
+    that call's arguments)."""
+    ix = ctx.ix
+    if depth > 20:
+        return False
+    if isinstance(expr, cst.Call):
+        q = ix.call_qname(expr)
+        if q in _FACTORIES:
+            return not any(a.keyword is not None and a.keyword.value == "device" for a in expr.args)
+        if q in _COMBINE and expr.args:
+            parts = expr.args[0].value
+            if isinstance(parts, (cst.List, cst.Tuple)) and parts.elements:
+                return all(_cpu_tensor(ctx, e.value, at, depth + 1, call) for e in parts.elements)
+            if isinstance(parts, cst.ListComp):
+                return _cpu_tensor(ctx, parts.elt, at, depth + 1, call)
+            return False
+        f = expr.func
+        if isinstance(f, cst.Attribute) and f.attr.value in _TENSOR_METHODS:
+            return _cpu_tensor(ctx, f.value, at, depth + 1, call)
+        ret = _returned(ctx, expr)
+        return ret is not None and _cpu_tensor(ctx, ret, ret, depth + 1, expr)
+    if isinstance(expr, cst.BinaryOperation):
+        return _cpu_tensor(ctx, expr.left, at, depth + 1, call) or (
+            isinstance(expr.left, (cst.Integer, cst.Float)) and _cpu_tensor(ctx, expr.right, at, depth + 1, call))
+    if isinstance(expr, cst.Subscript):
+        return _cpu_tensor(ctx, expr.value, at, depth + 1, call)
+    if isinstance(expr, cst.Name):
+        assign = _reaching_assign(ctx, expr, at, outer=True)
+        if assign is None:
+            arg = _argument(ctx, expr, at, call)
+            return arg is not None and _cpu_tensor(ctx, arg, call, depth + 1)
+        value = assign.value
+        target = assign.targets[0].target
+        if isinstance(target, cst.Tuple):  # ``x, y = get_batch()``: the matching returned value
+            ret = _returned(ctx, value, whole=True) if isinstance(value, cst.Call) else None
+            pos = [i for i, e in enumerate(target.elements) if isinstance(e.value, cst.Name) and e.value.value == expr.value]
+            if not (isinstance(ret, cst.Tuple) and len(ret.elements) == len(target.elements) and pos):
+                return False
+            return _cpu_tensor(ctx, ret.elements[pos[0]].value, ret, depth + 1, value)
+        return _cpu_tensor(ctx, value, assign, depth + 1, call if ix.function_of(assign) is ix.function_of(at) else None)
+    return False
+
+
+def _local_function(ctx, call: cst.Call) -> cst.FunctionDef | None:
+    """The module-level function of this file that ``call`` calls by name."""
+    if not isinstance(call.func, cst.Name):
+        return None
+    found = [f for f in ctx.ix.functions
+             if f.name.value == call.func.value and ctx.ix.parent.get(f) is ctx.ix.module]
+    return found[0] if len(found) == 1 else None
+
+
+def _returned(ctx, call: cst.Call, whole: bool = False) -> cst.BaseExpression | None:
+    """The one value a local function returns (its only ``return``), None otherwise; a tuple
+    only when ``whole``."""
+    fn = _local_function(ctx, call)
+    if fn is None:
+        return None
+    rets = [r for r in ctx.ix.subtree(fn, cst.Return) if ctx.ix.function_of(r) is fn]
+    if len(rets) != 1 or rets[0].value is None:
+        return None
+    value = rets[0].value
+    return value if whole or not isinstance(value, cst.Tuple) else None
+
+
+def _argument(ctx, name: cst.Name, at: cst.CSTNode, call) -> cst.BaseExpression | None:
+    """The argument ``call`` passes for parameter ``name`` of the function ``at`` is in."""
+    if call is None:
+        return None
+    fn = ctx.ix.function_of(at)
+    if fn is None or _local_function(ctx, call) is not fn:
+        return None
+    params = [p.name.value for p in fn.params.params]
+    if name.value not in params:
+        return None
+    i = params.index(name.value)
+    positional = [a for a in call.args if a.keyword is None and not a.star]
+    if i < len(positional):
+        return positional[i].value
+    named = [a.value for a in call.args if a.keyword is not None and a.keyword.value == name.value]
+    return named[0] if named else None
+
+
+def _reaching_assign(ctx, name: cst.Name, at: cst.CSTNode, outer: bool = False) -> cst.Assign | None:
     """The last ``name = ...`` before ``at`` in its function, on every path to it (its block
-    holds ``at``), with no other store of the name in between."""
+    holds ``at``), with no other store of the name in between. With ``outer``, a name the
+    function never binds is looked up where the function is defined (a closure or a global):
+    the one assignment there, made before the function is."""
     ix = ctx.ix
     fn = ix.function_of(at)
+    if outer and fn is not None and not _binds(ix, fn, name.value):
+        return _only_assign(ctx, name, fn)
     best = None
     for node in ix.assigns:
         if ix.function_of(node) is not fn or ix.order(node) >= ix.order(at) or ix.inside(at, node):
@@ -344,7 +528,7 @@ def _reaching_assign(ctx, name: cst.Name, at: cst.CSTNode) -> cst.Assign | None:
             continue
         best = node if best is None or ix.order(node) > ix.order(best) else best
     plain = isinstance(best, cst.Assign) and len(best.targets) == 1
-    if not (plain and isinstance(best.targets[0].target, cst.Name)):
+    if not (plain and isinstance(best.targets[0].target, (cst.Name, cst.Tuple))):
         return None
     if not ix.inside(at, ix.block_of(ix.statement(best))):
         return None
@@ -353,6 +537,28 @@ def _reaching_assign(ctx, name: cst.Name, at: cst.CSTNode) -> cst.Assign | None:
         if between and name.value in _stored_names(loop):
             return None
     return best
+
+
+def _binds(ix, fn: cst.FunctionDef, name: str) -> bool:
+    if name in {p.name.value for p in (*fn.params.params, *fn.params.kwonly_params, *fn.params.posonly_params)}:
+        return True
+    if any(ix.function_of(n) is fn and name in _stored_names(n) for n in ix.within(fn, ix.assigns)):
+        return True
+    return any(ix.function_of(n) is fn and name in _stored_names(n) for n in ix.loops if ix.inside(n, fn))
+
+
+def _only_assign(ctx, name: cst.Name, fn: cst.FunctionDef) -> cst.Assign | None:
+    """The single plain ``name = ...`` of the scope that defines ``fn``, before ``fn``."""
+    ix = ctx.ix
+    home = ix.function_of(fn)
+    stores = [n for n in ix.assigns if ix.function_of(n) is home and name.value in _stored_names(n)]
+    loops = [n for n in ix.loops if ix.function_of(n) is home and name.value in _stored_names(n)]
+    if len(stores) != 1 or loops:
+        return None
+    only = stores[0]
+    if not (isinstance(only, cst.Assign) and len(only.targets) == 1 and ix.order(only) < ix.order(fn)):
+        return None
+    return only if isinstance(only.targets[0].target, (cst.Name, cst.Tuple)) else None
 
 
 def _stored_names(node: cst.CSTNode) -> set[str]:

@@ -38,6 +38,8 @@ SPECS: dict[str, Spec] = {
     "cpu_input_policy.py": Spec(("--episodes", "6")),
     # a whole model and a state dict saved from the GPU by rank 0, read back on every rank
     "whole_model_load.py": Spec(),
+    # never chose a device: tensors made in forward, read by an LBFGS closure, returned by helpers
+    "cpu_only_sequence.py": Spec(("--steps", "2")),
 }
 
 
