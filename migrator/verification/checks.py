@@ -12,6 +12,9 @@ from migrator.verification.runs import Run
 # Normalisation of stdout before the 1-process comparison: timings and timestamps only.
 NORMALISE = (
     (re.compile(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?"), "<TIMESTAMP>"),
+    # a date and time as file and folder names carry them: 20261206-055204, 2026-12-06_05-52-04
+    (re.compile(r"(?<!\d)(?:19|20)\d\d([-_]?)(?:0[1-9]|1[0-2])\1(?:0[1-9]|[12]\d|3[01])[-_T]?"
+                r"(?:[01]\d|2[0-3])([-_]?)[0-5]\d\2[0-5]\d(?!\d)"), "<TIMESTAMP>"),
     (re.compile(r"\b\d{1,2}:\d{2}:\d{2}(?:\.\d+)?\b"), "<TIME>"),
     (re.compile(r"\b\d+(?:\.\d+)?\s?(?:ms|us|µs|s|sec|secs|seconds|min|mins|minutes)\b"), "<DURATION>"),
     (re.compile(r"\b\d+(?:\.\d+)?\s?(?:it/s|s/it|samples/s|img/s|images/s|tokens/s|batches/s)"), "<RATE>"),

@@ -86,6 +86,10 @@ def test_files_in_timestamped_folders_pair_between_runs(tmp_path: Path) -> None:
         assert "<TIMESTAMP>" in checks.pair_path(f"out/{stamped}/x.png"), stamped
     for plain in ("checkpoint-1000.pt", "fake-0004.png", "epoch_12/x.pt", "20261306-000000/x"):
         assert checks.pair_path(plain) == plain
+    # printed paths: stdout masks a date with a time in these forms too
+    assert checks.normalise("saved at models/epoch_1_2026-12-06_06-32-08_1.0.model") == \
+        "saved at models/epoch_1_<TIMESTAMP>_1.0.model"
+    assert checks.normalise("run 20261206-055204, step 20261206") == "run <TIMESTAMP>, step 20261206"
 
 
 # Torch-free scripts run for real (original, port on 1 and on 2 processes): a few seconds each.
