@@ -39,6 +39,9 @@ _MIXING_OK = {
     "to", "cuda", "cpu", "copy_", "__getitem__", "__setitem__", "__set__", "__get__", "type",
     "index_put_", "new_tensor", "set_", "__repr__", "__format__", "__str__", "is_pinned",
     "pin_memory", "detach", "requires_grad_", "__eq__", "__ne__",
+    # a type query (Module._apply asks it of each parameter and its moved copy): dense CPU and
+    # CUDA tensors are compatible on a GPU too, so `param.data = moved` keeps the Parameter
+    "_has_compatible_shallow_copy_type",
 }
 
 
@@ -242,6 +245,12 @@ class SimulatedCudaMode(TorchFunctionMode):
                     dev = "cpu"
             out = func(*args, **kwargs)
             return self._moved(args[0], out, dev) if dev else out
+        if name == "__set__" and getattr(func, "__self__", None) is torch.Tensor.data and len(args) == 2:
+            # ``t.data = u`` (Module.cpu()/.to() keep each Parameter so): t is now where u is
+            func(*args, **kwargs)
+            if logical(args[1]) is not None:
+                _tag(args[0], logical(args[1]))
+            return None
         if name == "cpu" and args and isinstance(args[0], torch.Tensor):
             out = func(*args, **kwargs)
             if logical(args[0]) not in (None, "cpu") and out is args[0]:
