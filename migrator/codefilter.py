@@ -173,7 +173,7 @@ CODE_ANCHORS: dict[str, Anchor] = {
     # save_image / savefig / imsave / np.save*, onnx export, df.to_*, open(..., "w")
     "MIG406": lambda s: (
         s.calls_part("save")
-        or s.calls("export", "to_csv", "to_json", "to_parquet")
+        or s.calls("export", "to_csv", "to_json", "to_parquet", "write_text", "write_bytes")
         or (s.calls("open") and s.string(WRITE_MODE))
     ),
     "MIG407": _LOADER,

@@ -102,7 +102,7 @@ ANCHORS: dict[str, tuple] = {
               "extract", "unpack_archive"),
     ),
     # save_image, savefig, imsave, np.save*, torch.onnx.export, df.to_csv..., open(.., "w")
-    "MIG406": (text("save"), words("onnx", "to_csv", "to_json", "to_parquet", "open")),
+    "MIG406": (text("save"), words("onnx", "to_csv", "to_json", "to_parquet", "open", "write_text", "write_bytes")),
     "MIG407": (LOADER,),
     "MIG408": (BACKWARD,),  # loops that train: a backward, bare or through the wrapper
     "MIG409": (words("manual_seed"),),

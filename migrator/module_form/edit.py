@@ -78,9 +78,11 @@ def _imports(ix, module: str) -> bool:
 
 
 def _before_fit(ix, shape: Shape, vocab: ModuleVocabulary, replace: dict, last_import) -> bool:
-    """Lines that only print, run by every process before ``fit`` (at the script's top level,
-    or before the epoch loop in its function), print on rank 0 only: the rank comes from the
-    launcher's environment, as no Trainer exists yet. Whether any line was guarded."""
+    """Lines that only print or write a file (``save_image(real_batch, "sample.png")``), run by
+    every process before ``fit`` (at the script's top level, or before the epoch loop in its
+    function), run on rank 0 only: the rank comes from the launcher's environment, as no
+    Trainer exists yet. No process waits for the write: ``fit`` starts by joining every
+    process into one group, which rank 0 reaches after writing. Whether any line was guarded."""
     block = list(ix.block_of(shape.epoch_loop).body)
     candidates = block[: block.index(shape.epoch_loop)]
     if ix.block_of(shape.epoch_loop) is not ix.module:
@@ -93,7 +95,8 @@ def _before_fit(ix, shape: Shape, vocab: ModuleVocabulary, replace: dict, last_i
             continue  # the rank test's import comes after the file's last import
         if not (isinstance(stmt, cst.SimpleStatementLine) and stmt.body and all(
             isinstance(small, cst.Expr) and isinstance(small.value, cst.Call)
-            and ix.call_qname(small.value) == "builtins.print" for small in stmt.body
+            and (ix.call_qname(small.value) == "builtins.print" or writes(ix, small))
+            for small in stmt.body
         )):
             continue
         guard = cst.parse_statement(f"if {vocab.rank_zero_test}:\n    pass\n")

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import libcst as cst
 
 from migrator.analysis import Facts
+from migrator.analysis.writes import writes_file
 from migrator.module_form.names import rename, usage
 from migrator.module_form.shape import NoFit, Phase, Shape
 from migrator.targets import ModuleVocabulary
@@ -416,17 +417,14 @@ def _is_batch_move(stmt: cst.CSTNode) -> bool:
     return True
 
 
-_WRITERS = {"torch.save", "torchvision.utils.save_image", "numpy.save", "numpy.savetxt", "matplotlib.pyplot.savefig"}
-
-
 def writes(ix, stmt: cst.CSTNode, seen: frozenset = frozenset()) -> bool:
-    """The statement writes a file (``torch.save``, ``open``, ``save_image``, ``plt.savefig``),
+    """The statement writes a file (what MIG406 guards, checkpoints too: ``torch.save``,
+    ``open(path, "w")``, ``save_image``, ``plt.savefig``, ``np.savez``, ``torch.onnx.export``),
     directly or through a module-level function of the file that does (``save_pgm(...)``):
     in a hook it runs on every process, so it goes under ``is_global_zero``."""
     for call in ix.subtree(stmt, cst.Call):
         f = call.func
-        if (ix.call_qname(call) or "") in _WRITERS or (isinstance(f, cst.Name) and f.value == "open") or (
-                isinstance(f, cst.Attribute) and f.attr.value in ("savefig", "write_text", "write_bytes", "to_csv")):
+        if writes_file(ix, call, checkpoints=True):
             return True
         if isinstance(f, cst.Name) and f.value not in seen:
             fn = next((d for d in ix.module.body if isinstance(d, cst.FunctionDef) and d.name.value == f.value), None)

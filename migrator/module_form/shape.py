@@ -255,6 +255,10 @@ def loader_phase(facts: Facts, loop: cst.For, what: str) -> Phase:
             stop = _trailing_stop(ix, loop, node, index if start is None else None, target)
             if stop is not None:
                 continue
+        if isinstance(node, cst.Continue):
+            raise NoFit("MIG503", node, f"`continue` inside the {what} loop: a step that skips its batch returns "
+                        "None, which a Trainer supports on one process only (under DDP the other processes "
+                        "wait for this one's gradients and hang)")
         word = type(node).__name__.lower()
         raise NoFit("MIG503", node, f"`{word}` inside the {what} loop: a {what} step cannot end its epoch early")
     if loop.orelse is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import libcst as cst
 
-from migrator.codefilter import WRITE_MODE
+from migrator.analysis.writes import opens_for_write, writes_file
 from migrator.rules._util import find_arg as arg
 from migrator.rules.base import Rule
 from migrator.rules.side_effects_common import (
@@ -61,34 +61,11 @@ class ProgressPrint(Rule):
             change.replace(call.func, change.expr(ctx.vocab.print))
 
 
-_WRITERS = {
-    "torchvision.utils.save_image",
-    "matplotlib.pyplot.savefig",
-    "matplotlib.pyplot.imsave",
-    "torch.onnx.export",
-    "numpy.save",
-    "numpy.savetxt",
-    "numpy.savez",
-    "numpy.savez_compressed",
-}
-_WRITER_METHODS = {"savefig", "to_csv", "to_json", "to_parquet"}
-
-
-def _open_for_write(ctx, call: cst.Call) -> bool:
-    if ctx.ix.call_qname(call) != "builtins.open":
-        return False
-    mode = arg(call, 1, "mode")
-    if mode is None or not isinstance(mode.value, cst.SimpleString):
-        return False
-    value = mode.value.evaluated_value
-    return isinstance(value, str) and WRITE_MODE.fullmatch(value) is not None
-
-
 class RankZeroWrite(Rule):
     """Image, plot, ONNX and result-file writes run on rank 0 only; what they write is computed everywhere.
 
     **What**: statements that write files (`save_image`, `plt.savefig` / `fig.savefig`,
-    `torch.onnx.export`, `np.save*`, `df.to_csv`, `with open(path, "w") as f: ...`) go under
+    `torch.onnx.export`, `np.save*`, `df.to_csv`, `path.write_text(...)`, `with open(path, "w") as f: ...`) go under
     `if rt.is_global_zero:`; consecutive writes share one guard. An argument that may run a
     model or a collective (`save_image(G(z), path)`) is first computed on every rank into a
     variable and only the write is guarded. A `with open(...)` block that itself runs such
@@ -165,16 +142,12 @@ class RankZeroWrite(Rule):
         """(reported node, statement) for each write statement, in file order."""
         ix = ctx.ix
         for call in ix.calls:
-            func = call.func
-            method = func.attr.value if isinstance(func, cst.Attribute) else None
-            if ix.call_qname(call) in _WRITERS or (
-                ix.call_qname(call) is None and method in _WRITER_METHODS
-            ):
+            if writes_file(ix, call) and not opens_for_write(ix, call):
                 stmt = expression_statement(ctx, call)
                 if stmt is not None:
                     yield call, stmt
         for w in ix.withs:
             for item in w.items:
-                if isinstance(item.item, cst.Call) and _open_for_write(ctx, item.item):
+                if isinstance(item.item, cst.Call) and opens_for_write(ix, item.item):
                     yield item.item, w
                     break

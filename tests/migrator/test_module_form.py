@@ -58,6 +58,20 @@ def test_fallback_message_names_the_reason_and_the_wrapper_target() -> None:
     assert note.fixed is False
 
 
+def test_continue_in_the_batch_loop_falls_back_saying_why() -> None:
+    """A skipped batch would be ``return None`` from training_step, which hangs DDP: the file
+    falls back to the wrapper form, and the note says so (not "cannot end its epoch early")."""
+    src = (MODULE / "write_before_fit" / "input.py").read_text().replace(
+        "            optimizer.zero_grad()\n",
+        "            if y.sum() < 0:\n                continue\n            optimizer.zero_grad()\n",
+    )
+    assert "continue" in src
+    result = migrate_source(src, "train.py", Options(target="lightning", form="module"))
+    (note,) = [f for f in result.findings if f.code == "MIG503"]
+    assert "`continue` inside the training loop" in note.message and "hang" in note.message
+    assert "def training_step" not in result.output and "fabric.backward(loss)" in result.output
+
+
 def test_already_module_form_file_is_unchanged() -> None:
     src = (MODULE / "inline_classifier" / "expected.lightning.py").read_text()
     result = migrate_source(src, "m.py", Options(target="lightning", form="module"))
