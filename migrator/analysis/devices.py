@@ -147,7 +147,8 @@ class DeviceFacts(TrainingFacts):
     # --- what a printed device showed ------------------------------------------------------
     def printed_kind(self, d: DeviceFact) -> str | None:
         """What printing the selected device showed, when the wrapper's device prints otherwise:
-        ``"type"`` (``"cuda"``, ``torch.device("cuda" if c else "cpu")``: no index),
+        ``"type"`` (``"cuda"``, ``torch.device("cuda" if c else "cpu")``,
+        ``torch.accelerator.current_accelerator()``: no index),
         ``"index"`` (``device = 0``), ``"mixed"`` (``0 if c else "cpu"``); None: keep as is."""
         if d.assign is not None:
             leaves = [d.assign.value]
@@ -177,6 +178,8 @@ class DeviceFacts(TrainingFacts):
             if isinstance(value, str) and DEVICE_STRING.fullmatch(value) is not None:
                 return {"type"} if ":" not in value else {None}
             return {None}
+        if isinstance(v, cst.Call) and self.ix.call_qname(v) in N.ACCELERATOR:
+            return {"type"}  # torch.accelerator.current_accelerator(): device(type='cuda')
         if isinstance(v, cst.Call) and self.ix.call_qname(v) == N.DEVICE_CTOR:
             if len(v.args) == 1 and v.args[0].keyword is None and not isinstance(v.args[0].value, cst.Integer):
                 return self._leaf_kinds(v.args[0].value)
