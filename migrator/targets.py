@@ -130,6 +130,12 @@ FABRIC = Vocabulary(
         'reduce_op="sum").item())'
     ),
     reduce_boolean_decision="{rt}.strategy.reduce_boolean_decision({flag}, all={all})",
+    # Fabric.seed_everything defaults to workers=True: DataLoader workers then get Lightning's
+    # seeds (seed, worker id and rank mixed), so a dataset drawing from `random` in
+    # __getitem__ (siamese_network) yields other samples than the original on one process.
+    # workers=False keeps torch's own worker seeding, as the original has.
+    seed_everything="{rt}.seed_everything({seed}, workers=False)",
+    share_seed="{rt}.seed_everything({rt}.broadcast(torch.initial_seed() % 2**32), workers=False)",
     eval_data_sharded=False,
     needs_mark_forward_method=True,
     launch_hint="fabric run --accelerator cpu --devices N script.py (do not call fabric.launch())",

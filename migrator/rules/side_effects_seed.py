@@ -22,7 +22,8 @@ class SeedEverything(Rule):
     """`torch.manual_seed(s)` (with `random.seed(s)` / `np.random.seed(s)` beside it) becomes `rt.seed_everything(s)`.
 
     **What**: a statement `torch.manual_seed(s)` becomes `rt.seed_everything(s)` (Fabric:
-    `fabric.seed_everything(s)`). Seeding statements next to it with the same argument
+    `fabric.seed_everything(s, workers=False)`: by default Fabric reseeds DataLoader workers
+    its own way, and their random streams would differ from the original's). Seeding statements next to it with the same argument
     (`random.seed(s)`, `np.random.seed(s)`, `torch.cuda.manual_seed_all(s)`) are removed:
     seed_everything performs them. Nothing changes when the file seeds `random` or numpy
     elsewhere with something else, because re-seeding them would change their streams.
