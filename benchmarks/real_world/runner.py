@@ -18,7 +18,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests"))
+# tests/ (the e2e harness) goes first, and the project root right after it: tests/migrator is a
+# folder without __init__.py, and with the project installed editable (a meta-path finder, not
+# a path entry) `import migrator` would otherwise resolve to that namespace folder
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
 
 import pytest  # noqa: E402 - the harness reports its failed checks as pytest failures
 from conftest import child_env, free_port  # noqa: E402
