@@ -16,6 +16,12 @@ through an alias whose import names it (``from torch import save as s``), so "ca
 imported" is necessary. ``tests/migrator/test_prefilter.py`` runs the pipeline with and
 without this stage over every fixture and a slice of the torch corpus, and fails for a
 planning rule without code anchors.
+
+The predicates are declared on each rule class (``anchors = ...``, terms of
+``migrator.anchors_spec`` that know both their text regex and their predicate here) and
+generated into ``migrator/_anchor_tables.py`` by ``python -m migrator.anchors_gen``; this
+module reads that table, so deciding imports no rule module nor libcst. Edit the rule's
+``anchors`` and rerun the generator (a stale table fails tests/migrator/test_anchor_tables.py).
 """
 
 from __future__ import annotations
@@ -25,11 +31,10 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-# A device string ("cuda", "cpu:0", ...; fullmatch): the device facts (analysis.devices) read
-# string values with this pattern too. A trailing newline was always accepted (``^...$``).
-DEVICE_STRING = re.compile(r"(?:cuda|cpu|mps|xpu)(?::\d+)?\n?")
-# An ``open()`` mode that writes; the output rule (MIG406) reads modes with this pattern.
-WRITE_MODE = re.compile(r"[rbt+U]*[wax][rwaxbt+U]*")
+from migrator import _anchor_tables
+from migrator.anchors_spec import DEVICE_STRING, WRITE_MODE
+
+__all__ = ["CODE_ANCHORS", "DEVICE_STRING", "WRITE_MODE", "CodeSummary", "code_rules", "summarise"]
 
 
 @dataclass
@@ -124,70 +129,9 @@ _NAMED: dict[type, Callable[[ast.AST], tuple[str, ...]]] = {
 
 Anchor = Callable[[CodeSummary], bool]
 
-
-def _moves_to_int_device(s: CodeSummary) -> bool:
-    return s.int_assigned and s.uses("to", "cuda", "device", "set_device")
-
-
-_BACKWARD: Anchor = lambda s: s.calls("backward")  # bare and wrapper backwards
-_LOADER: Anchor = lambda s: s.uses("DataLoader")
-# optimizers (torch.optim.*) or modules updated by hand: ``.parameters()`` and ``.grad``
-_MODELS: Anchor = lambda s: s.uses("optim") or (s.uses("parameters") and s.uses("grad"))
-
-# code -> a predicate: False means the rule provably finds nothing in this code.
-CODE_ANCHORS: dict[str, Anchor] = {
-    # torch.device(...) / current_accelerator() / set_device, device strings, ``x = 0`` used as one
-    "MIG101": lambda s: (
-        s.calls("device", "current_accelerator", "set_device") or s.string(DEVICE_STRING) or _moves_to_int_device(s)
-    ),
-    "MIG102": _MODELS,
-    "MIG103": _LOADER,
-    # .cuda(), set_device, "cuda..." literals, torch.device(<code mentioning cuda>)
-    "MIG104": lambda s: (
-        s.calls("cuda", "set_device") or s.string_part("cuda") or (s.calls("device") and s.uses_part("cuda"))
-    ),
-    # cuda = torch.cuda.is_available() selecting torch.cuda.*Tensor types
-    "MIG105": lambda s: s.calls("is_available") and any(n.endswith("Tensor") for n in s.idents),
-    "MIG202": _MODELS,
-    "MIG203": _MODELS,
-    "MIG204": _BACKWARD,
-    "MIG205": lambda s: s.uses("autocast", "GradScaler"),
-    "MIG206": _BACKWARD,
-    "MIG207": lambda s: s.uses_part("clip_grad_"),
-    "MIG208": lambda s: s.uses("DataParallel", "data_parallel"),
-    "MIG209": _MODELS,
-    "MIG210": _MODELS,
-    "MIG211": _MODELS,
-    "MIG213": lambda s: s.calls("register_buffer"),
-    "MIG301": _LOADER,
-    "MIG302": _LOADER,
-    "MIG303": _BACKWARD,
-    "MIG401": lambda s: s.calls("print"),
-    "MIG402": lambda s: s.calls("save"),
-    "MIG403": lambda s: s.calls("load"),
-    "MIG404": lambda s: s.calls("save"),
-    "MIG405": lambda s: s.uses_part("download") or s.calls(
-        "makedirs", "mkdir", "urlretrieve", "load_dataset", "requests", "extractall", "extract",
-        "unpack_archive",
-    ),
-    # save_image / savefig / imsave / np.save*, onnx export, df.to_*, open(..., "w")
-    "MIG406": lambda s: (
-        s.calls_part("save")
-        or s.calls("export", "to_csv", "to_json", "to_parquet", "write_text", "write_bytes")
-        or (s.calls("open") and s.string(WRITE_MODE))
-    ),
-    "MIG407": _LOADER,
-    "MIG408": _BACKWARD,
-    "MIG409": lambda s: s.uses("manual_seed"),
-    "MIG901": lambda s: s.uses(
-        "init_process_group", "DistributedDataParallel", "DistributedSampler", "spawn",
-        "start_processes", "FullyShardedDataParallel", "fully_shard", "initialize", "Accelerator",
-        "distributed",  # torch.distributed.tensor / device_mesh / ... calls (a dotted part)
-    ),
-    "MIG902": lambda s: s.uses("share_memory", "multiprocessing"),
-    "MIG903": lambda s: s.uses("optim"),
-    "MIG904": lambda s: s.calls("Runtime", "Fabric", "Accelerator") or s.uses("LightningModule", "TrainModule"),
-}
+# code -> a predicate: False means the rule provably finds nothing in this code (generated
+# from the rules' ``anchors`` by ``python -m migrator.anchors_gen``).
+CODE_ANCHORS: dict[str, Anchor] = _anchor_tables.CODE_ANCHORS
 
 
 def code_rules(tree: ast.AST, codes: frozenset[str]) -> frozenset[str]:

@@ -13,9 +13,14 @@ each rule's facts are built on (see docs/performance.md, "Prefilter"):
 - a string's *value* (``"cuda"``): written as is, or with a backslash escape
   (``"\\x63uda"``), which the device-string anchor also accepts.
 
-The table below is the only place anchors live, so that deciding needs no rule module (nor
-libcst, which they import): a file no anchor reaches costs a few regex searches. A planning
-rule missing from the table fails a test (tests/migrator/test_prefilter.py).
+Anchors are declared on each rule class (``anchors = ...``, in the vocabulary of
+``migrator.anchors_spec``: each term knows its regex here and its predicate in
+``migrator.codefilter``). ``python -m migrator.anchors_gen`` writes them, as plain data, to
+``migrator/_anchor_tables.py``, which this module reads: deciding needs no rule module (nor
+libcst, which they import), and a file no anchor reaches costs a few regex searches. A new
+rule's author declares its anchors in the rule's own file and reruns the generator; a stale
+table, or a planning rule without anchors, fails a test (tests/migrator/test_anchor_tables.py,
+tests/migrator/test_prefilter.py).
 """
 
 from __future__ import annotations
@@ -24,15 +29,13 @@ import re
 from collections.abc import Iterable
 from functools import cache
 
-# What may separate two tokens: whitespace, backslash continuations, comments (inside
-# brackets). Possessive quantifiers keep the regex linear on long comment runs.
-_GAP = r"(?:\s|\\\r?\n|#[^\r\n]*+)*+"
+from migrator import _anchor_tables, anchors_spec
 
-
+_GAP = anchors_spec.GAP
 
 # pattern -> plain substrings one of which it needs: ``in`` (memchr speed) rules most files
 # out before the slower regex runs (5 ms -> well under 1 ms per corpus file).
-_HINTS: dict[str, tuple[str, ...]] = {}
+_HINTS: dict[str, tuple[str, ...]] = dict(_anchor_tables.HINTS)
 
 
 def _hinted(pattern: str, hints: tuple[str, ...]) -> str:
@@ -40,84 +43,33 @@ def _hinted(pattern: str, hints: tuple[str, ...]) -> str:
     return pattern
 
 
+def _registered(regex: anchors_spec.Regex) -> str:
+    return _hinted(regex.source, regex.hints) if regex.hints else regex.source
+
+
 def words(*names: str) -> str:
     """Any of ``names`` as a whole identifier."""
-    return _hinted(r"\b(?:" + "|".join(re.escape(n) for n in names) + r")\b", names)
+    return _registered(anchors_spec.words(*names))
 
 
 def text(*parts: str) -> str:
     """Any of ``parts`` anywhere (also inside longer identifiers)."""
-    return _hinted("|".join(re.escape(p) for p in parts), parts)
+    return _registered(anchors_spec.text(*parts))
 
 
 def method(name: str) -> str:
     """An attribute access ``.name`` (gaps allowed between the dot and the name)."""
-    return _hinted(rf"\.{_GAP}{re.escape(name)}\b", (name,))
+    return _registered(anchors_spec.method(name))
 
 
-BACKWARD = words("backward")  # bare backward sites and the wrapper's own backward
-LOADER = words("DataLoader")
-# Models are bindings whose parameters reach a torch.optim optimizer, or modules updated by
-# hand in a loop over ``.parameters()`` that reads ``.grad``.
-MODELS: tuple = (words("optim"), (text("parameters"), text("grad")))
 # The value of a device string ("cuda", "cpu:0", ...), written plainly or through escapes.
-DEVICE_STRING = _hinted(r"\b(?:cuda|cpu|mps|xpu)\b|\\[xuUN0-7\r\n]", ("cuda", "cpu", "mps", "xpu", "\\"))
+DEVICE_STRING = _registered(anchors_spec.DEVICE_STRING_TEXT)
 # ``x = 0`` (an integer literal, possibly parenthesised) assigned to a name or attribute.
-INT_ASSIGN = r"=(?:[\s(]|\\\r?\n|#[^\r\n]*+)*+\d"
+INT_ASSIGN = anchors_spec.INT_ASSIGN.source
 
-# code -> anchors (any one alternative suffices; a tuple alternative needs all its parts).
-ANCHORS: dict[str, tuple] = {
-    # torch.device / device= / set_device / torch.accelerator; if-chains of device strings;
-    # an integer literal used as a device through ``.to(x)`` (``.cuda(x)`` is "cuda").
-    "MIG101": (
-        words("device", "set_device", "current_accelerator"),
-        DEVICE_STRING,
-        (method("to"), INT_ASSIGN),
-    ),
-    "MIG102": MODELS,
-    "MIG103": (LOADER,),
-    "MIG104": (text("cuda"),),  # .cuda(), "cuda" literals, torch.cuda.set_device
-    "MIG105": (words("is_available"),),  # cuda = True if torch.cuda.is_available() else False
-    "MIG202": MODELS,
-    "MIG203": MODELS,
-    "MIG204": (BACKWARD,),
-    "MIG205": (words("autocast", "GradScaler"),),
-    "MIG206": (BACKWARD,),
-    "MIG207": (text("clip_grad_"),),  # clip_grad_norm(_), clip_grad_value_
-    "MIG208": (words("DataParallel", "data_parallel"),),
-    "MIG209": MODELS,
-    "MIG210": MODELS,
-    "MIG211": MODELS,
-    "MIG213": (words("register_buffer"),),
-    "MIG301": (LOADER,),
-    "MIG302": (LOADER,),
-    "MIG303": (BACKWARD,),
-    "MIG401": (words("print"),),
-    "MIG402": (words("save"),),
-    "MIG403": (words("load"),),
-    "MIG404": (words("save"),),
-    "MIG405": (
-        text("download"),
-        words("makedirs", "mkdir", "urlretrieve", "load_dataset", "requests", "extractall",
-              "extract", "unpack_archive"),
-    ),
-    # save_image, savefig, imsave, np.save*, torch.onnx.export, df.to_csv..., open(.., "w")
-    "MIG406": (text("save"), words("onnx", "to_csv", "to_json", "to_parquet", "open", "write_text", "write_bytes")),
-    "MIG407": (LOADER,),
-    "MIG408": (BACKWARD,),  # loops that train: a backward, bare or through the wrapper
-    "MIG409": (words("manual_seed"),),
-    "MIG901": (
-        words(
-            "init_process_group", "DistributedDataParallel", "DistributedSampler", "spawn",
-            "start_processes", "FullyShardedDataParallel", "fully_shard", "initialize",
-            "Accelerator", "distributed",  # torch.distributed.tensor / device_mesh / ... calls
-        ),
-    ),
-    "MIG902": (words("share_memory", "multiprocessing"),),
-    "MIG903": (words("optim"),),
-    # a wrapper object built at module level, or a module-form class's base
-    "MIG904": (words("Runtime", "Fabric", "Accelerator", "LightningModule", "TrainModule"),),
-}
+# code -> anchors (any one alternative suffices; a tuple alternative needs all its parts),
+# generated from the rules' ``anchors`` by ``python -m migrator.anchors_gen``.
+ANCHORS: dict[str, tuple] = _anchor_tables.ANCHORS
 
 
 def anchors_of(rule: type) -> tuple | None:

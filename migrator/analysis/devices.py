@@ -10,7 +10,7 @@ import libcst as cst
 from migrator.analysis import names as N
 from migrator.analysis.flow import Binding, binding_of, lookup, param_for
 from migrator.analysis.training import TrainingFacts
-from migrator.codefilter import DEVICE_STRING
+from migrator.anchors_spec import DEVICE_STRING
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import libcst as cst
 
-from migrator.codefilter import WRITE_MODE
+from migrator.anchors_spec import WRITE_MODE
 
 # Library writers by qualified name; checkpoints (``torch.save``) are the checkpoint rules'.
 FILE_WRITERS = frozenset({

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from migrator import anchors_spec as A
 from migrator.analysis.flow import binding_of
 from migrator.plan import PlanContext
 from migrator.rules._util import arg_text, bare
@@ -24,6 +25,7 @@ class BackwardRule(Rule):
     """
 
     code = "MIG204"
+    anchors = A.BACKWARD
     name = "backward"
     summary = "Call backward through the wrapper: rt.backward(loss)"
 

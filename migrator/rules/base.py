@@ -15,7 +15,9 @@ class Rule:
     Subclasses set ``code`` (``MIGnnn``), ``name`` (kebab-case) and ``summary`` (one line,
     says what to do). The class docstring is the rule's documentation shown by
     ``migrate --explain CODE``: markdown with ``What``, ``Why``, ``Before`` and ``After``
-    sections. Defining a subclass with a ``code`` registers it; nothing else to edit.
+    sections. Defining a subclass with a ``code`` registers it. A rule with a ``plan`` method
+    also declares ``anchors`` (``migrator.anchors_spec``: what must be in a file for it to
+    find anything); ``python -m migrator.anchors_gen`` then regenerates the prefilter tables.
     """
 
     code: ClassVar[str] = ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import libcst as cst
 
+from migrator import anchors_spec as A
 from migrator.rules.base import Rule
 
 # Tensor methods (and torch functions of the same name) whose result keeps the input's storage
@@ -49,6 +50,7 @@ class BufferStrides(Rule):
     """
 
     code = "MIG213"
+    anchors = A.Call("register_buffer")
     name = "buffer-strides"
     summary = "Register buffers made by transpose/permute/expand with default strides for DDP"
 

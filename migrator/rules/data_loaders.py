@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import libcst as cst
 
+from migrator import anchors_spec as A
 from migrator.plan import PlanContext
 from migrator.rules.base import Rule
 
@@ -74,6 +75,7 @@ class TrainLoaderRule(_LoaderRule):
     """
 
     code = "MIG301"
+    anchors = A.LOADER
     name = "setup-dataloaders"
     summary = "Shard training loaders: loader = rt.setup_dataloaders(loader)"
 
@@ -104,6 +106,7 @@ class EvalLoaderRule(_LoaderRule):
     """
 
     code = "MIG302"
+    anchors = A.LOADER
     name = "setup-eval-dataloaders"
     summary = "Set up evaluation loaders without padding (every sample counted once)"
     evaluation = True
@@ -125,6 +128,7 @@ class ReplicatedDataRule(Rule):
     """
 
     code = "MIG303"
+    anchors = A.BACKWARD
     name = "replicated-data"
     summary = "Training data is not a DataLoader: it is replicated on every process"
 

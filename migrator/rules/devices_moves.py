@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import libcst as cst
 
+from migrator import anchors_spec as A
 from migrator.analysis import names as N
 from migrator.analysis.flow import binding_of
 from migrator.plan import PlanContext
@@ -140,6 +141,7 @@ class ModelMoveRule(Rule):
     """
 
     code = "MIG102"
+    anchors = A.MODELS
     name = "model-move"
     summary = "Remove .to(device)/.cuda() on models: setup moves them"
 
@@ -194,6 +196,7 @@ class BatchMoveRule(Rule):
     """
 
     code = "MIG103"
+    anchors = A.LOADER
     name = "batch-move"
     summary = "Remove .to(device) on batches from a set-up loader: it moves them"
 
@@ -219,6 +222,11 @@ class HardCodedDeviceRule(Rule):
     """
 
     code = "MIG104"
+    # text: "cuda" anywhere; code: .cuda(), set_device, "cuda..." literals, torch.device(<cuda>)
+    anchors = A.Custom(
+        text=A.text("cuda"),
+        code=A.Any(A.Call("cuda", "set_device"), A.Str("cuda"), A.All(A.Call("device"), A.Part("cuda"))),
+    )
     name = "hard-coded-device"
     summary = "Use the wrapper's device instead of hard-coded CUDA devices"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import libcst as cst
 
+from migrator import anchors_spec as A
 from migrator.plan import PlanContext
 from migrator.rules.base import Rule
 
@@ -30,6 +31,16 @@ class DeviceSelectionRule(Rule):
     """
 
     code = "MIG101"
+    # torch.device / device= / set_device / torch.accelerator; if-chains of device strings;
+    # an integer literal used as a device through ``.to(x)`` (``.cuda(x)`` is "cuda").
+    anchors = A.Any(
+        A.Call("device", "set_device", "current_accelerator"),
+        A.DEVICE_STRING_VALUE,
+        A.Custom(
+            text=(A.method("to"), A.INT_ASSIGN),
+            code='s.int_assigned and s.uses("to", "cuda", "device", "set_device")',
+        ),
+    )
     name = "device-selection"
     summary = "Take the device from the wrapper: device = rt.device"
 
@@ -104,6 +115,11 @@ class CudaFlagRule(Rule):
     """
 
     code = "MIG105"
+    # cuda = True if torch.cuda.is_available() else False, selecting torch.cuda.*Tensor types
+    anchors = A.Custom(
+        text=A.words("is_available"),
+        code='s.calls("is_available") and any(n.endswith("Tensor") for n in s.idents)',
+    )
     name = "cuda-flag"
     summary = 'Derive the cuda flag from the wrapper: cuda = rt.device.type == "cuda"'
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import libcst as cst
 
+from migrator import anchors_spec as A
 from migrator.rules.base import Rule
 
 _DISTRIBUTED = {
@@ -59,6 +60,11 @@ class AlreadyDistributed(Rule):
     """
 
     code = "MIG901"
+    anchors = A.Ident(
+        "init_process_group", "DistributedDataParallel", "DistributedSampler", "spawn",
+        "start_processes", "FullyShardedDataParallel", "fully_shard", "initialize",
+        "Accelerator", "distributed",  # torch.distributed.tensor / device_mesh / ... calls
+    )
     name = "already-distributed"
     summary = "already distributed: remove its own DDP/process-group code by hand, then migrate"
 
@@ -97,6 +103,7 @@ class SharedMemoryTraining(Rule):
     """
 
     code = "MIG902"
+    anchors = A.Ident("share_memory", "multiprocessing")
     name = "shared-memory-training"
     summary = "hogwild / shared-memory training: port to data parallelism by hand"
 
@@ -137,6 +144,7 @@ class PlainListParameters(Rule):
     """
 
     code = "MIG903"
+    anchors = A.Ident("optim")
     name = "plain-list-parameters"
     summary = "per-layer optimizers (plain lists, optimizers built in the module): set up by hand"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import libcst as cst
 
+from migrator import anchors_spec as A
 from migrator.analysis import names as N
 from migrator.analysis.flow import lookup
 from migrator.plan import PlanContext
@@ -35,6 +36,7 @@ class AmpRule(Rule):
     """
 
     code = "MIG205"
+    anchors = A.Ident("autocast", "GradScaler")
     name = "amp"
     summary = "Remove autocast/GradScaler: the wrapper's precision does it (no double scaling)"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import libcst as cst
 
+from migrator import anchors_spec as A
 from migrator.rules.base import Rule
 from migrator.targets import MODULE_VOCABULARIES, VOCABULARIES
 
@@ -29,6 +30,8 @@ class AlreadyMigrated(Rule):
     """
 
     code = "MIG904"
+    # a wrapper object built at module level, or a module-form class's base
+    anchors = A.Any(A.Call("Runtime", "Fabric", "Accelerator"), A.Ident("LightningModule", "TrainModule"))
     name = "already-migrated"
     summary = "already migrated to another target: migrate the original script, or keep its target"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import libcst as cst
 
+from migrator import anchors_spec as A
 from migrator.analysis.flow import lookup
 from migrator.plan import Change, PlanContext
 from migrator.rules._setup import (
@@ -74,6 +75,7 @@ class SetupModelRule(Rule):
     """
 
     code = "MIG202"
+    anchors = A.MODELS
     name = "setup-model"
     summary = "Set up each trained model with its optimizers: model, opt = rt.setup(model, opt)"
 
@@ -141,6 +143,7 @@ class SetupManualModelRule(Rule):
     """
 
     code = "MIG203"
+    anchors = A.MODELS
     name = "setup-manual-model"
     summary = "Set up a model updated without an optimizer: model = rt.setup(model)"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import libcst as cst
 
+from migrator import anchors_spec as A
 from migrator.analysis.flow import binding_of
 from migrator.rules._util import find_arg as arg
 from migrator.rules.base import Rule
@@ -96,6 +97,7 @@ class SaveThroughWrapper(Rule):
     """
 
     code = "MIG402"
+    anchors = A.Call("save")
     name = "save-through-wrapper"
     summary = "save checkpoints with the wrapper so they are written once"
 
@@ -151,6 +153,7 @@ class WholeModelPickle(Rule):
     """
 
     code = "MIG404"
+    anchors = A.Call("save")
     name = "whole-model-pickle"
     summary = "pickle the unwrapped module on rank 0"
 
@@ -212,6 +215,7 @@ class LoadThroughWrapper(Rule):
     """
 
     code = "MIG403"
+    anchors = A.Call("load")
     name = "load-through-wrapper"
     summary = "load checkpoints with the wrapper"
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import libcst as cst
 
+from migrator import anchors_spec as A
 from migrator.rules.base import Rule
 from migrator.rules.side_effects_common import in_rank_zero_guard, is_wrapper_call, trains
 
@@ -74,6 +75,7 @@ class ReduceEvalAccumulators(Rule):
     """
 
     code = "MIG407"
+    anchors = A.LOADER
     name = "reduce-eval-accumulators"
     summary = "sum evaluation and epoch accumulators across ranks before dividing"
 

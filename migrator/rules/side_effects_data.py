@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import libcst as cst
 
+from migrator import anchors_spec as A
 from migrator.rules._util import find_arg as arg
 from migrator.rules.base import Rule
 from migrator.rules.side_effects_common import (
@@ -84,6 +85,13 @@ class DownloadRankZeroFirst(Rule):
     """
 
     code = "MIG405"
+    anchors = A.Any(
+        A.Part("download"),
+        A.Call(
+            "makedirs", "mkdir", "urlretrieve", "load_dataset", "requests", "extractall", "extract",
+            "unpack_archive",
+        ),
+    )
     name = "download-rank-zero-first"
     summary = "download data on rank 0 first, inside rank_zero_first"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import libcst as cst
 
+from migrator import anchors_spec as A
 from migrator.rules.base import Rule
 from migrator.rules.side_effects_common import in_rank_zero_guard, is_wrapper_call, trains
 
@@ -57,6 +58,7 @@ class CollectiveLoopExit(Rule):
     """
 
     code = "MIG408"
+    anchors = A.BACKWARD  # loops that train: a backward, bare or through the wrapper
     name = "collective-loop-exit"
     summary = "decide loop exits collectively so no rank waits forever"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import libcst as cst
 
+from migrator import anchors_spec as A
 from migrator.analysis.writes import opens_for_write, writes_file
 from migrator.rules._util import find_arg as arg
 from migrator.rules.base import Rule
@@ -44,6 +45,7 @@ class ProgressPrint(Rule):
     """
 
     code = "MIG401"
+    anchors = A.Call("print")
     name = "rank-zero-print"
     summary = "print through the wrapper so progress lines appear once"
 
@@ -91,6 +93,17 @@ class RankZeroWrite(Rule):
     """
 
     code = "MIG406"
+    # save_image, savefig, imsave, np.save*, torch.onnx.export, df.to_csv..., open(.., "w")
+    anchors = A.Any(
+        A.CallPart("save"),
+        A.Custom(
+            text=A.words("onnx", "to_csv", "to_json", "to_parquet", "open", "write_text", "write_bytes"),
+            code=(
+                's.calls("export", "to_csv", "to_json", "to_parquet", "write_text", "write_bytes")'
+                ' or (s.calls("open") and s.string(WRITE_MODE))'
+            ),
+        ),
+    )
     name = "rank-zero-write"
     summary = "guard file writes with rank 0, computing their inputs on every rank"
 

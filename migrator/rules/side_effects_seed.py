@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import libcst as cst
 
+from migrator import anchors_spec as A
 from migrator.rules.base import Rule
 from migrator.rules.side_effects_common import expression_statement
 
@@ -45,6 +46,7 @@ class SeedEverything(Rule):
     """
 
     code = "MIG409"
+    anchors = A.Ident("manual_seed")
     name = "seed-everything"
     summary = "seed with the wrapper's seed_everything"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import libcst as cst
 
+from migrator import anchors_spec as A
 from migrator.analysis import names as N
 from migrator.analysis.flow import binding_of
 from migrator.plan import PlanContext
@@ -62,6 +63,7 @@ class AccumulationRule(Rule):
     """
 
     code = "MIG206"
+    anchors = A.BACKWARD
     name = "accumulation-no-sync"
     summary = "Wrap non-boundary accumulation steps in rt.no_backward_sync(model, ...)"
 
@@ -160,6 +162,7 @@ class ClippingRule(Rule):
     """
 
     code = "MIG207"
+    anchors = A.Part("clip_grad_")  # clip_grad_norm(_), clip_grad_value_
     name = "clip-gradients"
     summary = "Clip through the wrapper: rt.clip_gradients(model, optimizer, max_norm=...)"
 
@@ -255,6 +258,7 @@ class DataParallelRule(Rule):
     """
 
     code = "MIG208"
+    anchors = A.Ident("DataParallel", "data_parallel")
     name = "data-parallel"
     summary = "Remove nn.DataParallel: setup distributes the model (model.module still works)"
 
@@ -339,6 +343,7 @@ class ForwardMethodRule(Rule):
     """
 
     code = "MIG209"
+    anchors = A.MODELS
     name = "forward-methods"
     summary = 'Register non-forward methods: model.mark_forward_method("decode")'
 

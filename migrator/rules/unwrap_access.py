@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import libcst as cst
 
+from migrator import anchors_spec as A
 from migrator.plan import PlanContext
 from migrator.rules.base import Rule
 
@@ -37,6 +38,7 @@ class UnwrapAccessRule(Rule):
     """
 
     code = "MIG210"
+    anchors = A.MODELS
     name = "unwrap-access"
     summary = "Reach the model's own methods and state dict through unwrap (bare DDP wrappers)"
 
@@ -171,6 +173,7 @@ class ClosureStepRule(Rule):
     """
 
     code = "MIG211"
+    anchors = A.MODELS
     name = "closure-step-loss"
     summary = "Step the underlying optimizer where the wrapper's step(closure) returns None"
 

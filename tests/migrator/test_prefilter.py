@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from migrator import codefilter, prefilter
+from migrator.anchors_gen import REGENERATE
 from migrator.engine import migrate_source
 from migrator.options import Options
 from migrator.program import Role
@@ -54,12 +55,14 @@ def _same(path: Path, options: Options) -> None:
 
 def test_every_planning_rule_has_anchors():
     missing = [r.code for r in prefilter.planning_rules() if prefilter.anchors_of(r) is None]
-    assert missing == [], f"give these rules anchors in migrator/prefilter.py: {missing}"
+    assert missing == [], (
+        f"declare `anchors` on these rule classes, then run {REGENERATE}: {missing}"
+    )
 
 
 def test_every_planning_rule_has_code_anchors():
     codes = {r.code for r in prefilter.planning_rules()}
-    assert codes == set(codefilter.CODE_ANCHORS), "code anchors in migrator/codefilter.py: one per planning rule"
+    assert codes == set(codefilter.CODE_ANCHORS), f"one code anchor per planning rule; run {REGENERATE}"
     assert codes == set(prefilter.ANCHORS)
 
 
