@@ -153,16 +153,7 @@ class ModelMoveRule(Rule):
                 change.remove(small)
             else:
                 change.replace(call, _strip)
-        rebuilt = [b.loss for b in ctx.facts.backwards]  # MIG204 rewrites these from their text
         for arg, anchor, fed in model_inputs(ctx):
-            if any(ctx.ix.inside(arg, loss) for loss in rebuilt):
-                ctx.finding(
-                    self.code, arg,
-                    f"make {ctx.ix.code(arg)} on the set-up model's device by hand (device="
-                    f"{ctx.vocab.device.format(rt=ctx.rt)}): it is a CPU tensor inside a backward expression",
-                    fixed=False,
-                )
-                continue
             change = ctx.finding(self.code, arg, "")
             dev = change.code_text(ctx.vocab.device)
             change.replace(arg, _on_device(ctx, arg, dev))

@@ -122,3 +122,24 @@ def test_suppressed_scaler_keeps_the_loss_scaled():
 def test_unsuppressed_scaler_still_fully_removed():
     out = migrated(SCALER.format(on_scaler="", on_backward=""))
     assert "scaler" not in out and "GradScaler" not in out and "rt.backward(loss)" in out
+
+
+BACKWARD_INPUT = """import torch
+
+model = torch.nn.Linear(2, 1)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+for step in range(2):
+    optimizer.zero_grad()
+    model(torch.ones(4, 2)).sum().backward(){suffix}
+    optimizer.step()
+"""
+
+
+def test_edits_inside_a_backward_expression_compose_with_its_rewrite():
+    # MIG204 builds rt.backward(...) from the loss as the other rules left it: the CPU input
+    # MIG102 moves inside the loss expression reaches the device (it was dropped before).
+    out = migrated(BACKWARD_INPUT.format(suffix=""))
+    assert "    rt.backward(model(torch.ones(4, 2, device=rt.device)).sum())\n" in out
+    # Suppressing MIG102 on that line leaves the tensor alone; the backward is still rewritten.
+    out = migrated(BACKWARD_INPUT.format(suffix="  # migrate: ignore[MIG102]"))
+    assert "    rt.backward(model(torch.ones(4, 2)).sum())  # migrate: ignore[MIG102]\n" in out
