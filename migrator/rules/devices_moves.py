@@ -132,7 +132,8 @@ class ModelMoveRule(Rule):
     output (`F.smooth_l1_loss(value, torch.tensor([R], device=rt.device))`, `criterion(out,
     target.to(rt.device))`), found through closures, globals and what the file's own functions
     return (`x, y = get_batch()`); and a tensor the model's `forward` makes without a device
-    takes its input's (`h = torch.zeros(input.size(0), 51, device=input.device)`).
+    takes its input's (`h = torch.zeros(input.size(0), 51, device=input.device)`). The model's
+    output reaches numpy through the CPU: `pred.detach().cpu().numpy()`.
 
     **Why**: setup moves the model to the right device for each process; its inputs must be
     there too (the original ran on the CPU, or DataParallel copied its inputs).
@@ -162,6 +163,14 @@ class ModelMoveRule(Rule):
                 f"make the CPU tensor fed to {fed} on its device: "
                 + (f"device={dev}" if _takes_device(ctx, arg) else f"{ctx.ix.code(arg)}.to({dev})")
             )
+        for call, anchor in output_to_numpy(ctx):
+            change = ctx.finding(
+                self.code, call,
+                f"bring the set-up model's output to the CPU first: "
+                f"{ctx.ix.code(call.func.value)}.cpu().numpy() (numpy() of a GPU tensor raises)",
+            )
+            change.replace(call, _cpu_then_numpy)
+            change.require(anchor)
         for call, tensor, anchor in forward_factories(ctx):
             dev = f"{tensor}.device"
             change = ctx.finding(
@@ -368,6 +377,67 @@ def loss_inputs(ctx, anchor: cst.CSTNode) -> list[cst.BaseExpression]:
         if cpu and len(cpu) < len(values):
             out.extend(cpu)
     return out
+
+
+def output_to_numpy(ctx) -> list[tuple[cst.Call, cst.CSTNode]]:
+    """``.numpy()`` of the set-up model's output with no ``.cpu()`` before it (``y =
+    pred.detach().numpy()`` with ``pred = seq(x)``), each with the model's setup anchor: fine
+    where the model ran on the CPU, a TypeError on a GPU."""
+    ix = ctx.ix
+    calls = {}
+    for m in ctx.facts.models:
+        if already_set_up(ctx, m):
+            continue
+        anchor = setup_anchor(ctx, m)
+        if anchor is not None:
+            for ref in m.refs:
+                call = ix.parent.get(ref)
+                if isinstance(call, cst.Call) and call.func is ref:
+                    calls[call] = anchor
+    out = []
+    if not calls:
+        return out
+    fn_of = ix.function_of
+    for call in ix.calls:
+        f = call.func
+        if not (isinstance(f, cst.Attribute) and f.attr.value == "numpy" and not call.args):
+            continue
+        made = _model_call(ctx, f.value, call, calls, 0)
+        if made is None:
+            continue
+        anchor = calls[made]
+        if fn_of(call) is fn_of(anchor) and ix.order(call) < ix.order(anchor):
+            continue  # before setup: the model is where the script put it
+        out.append((call, anchor))
+    return out
+
+
+def _model_call(ctx, expr, at, calls: dict, depth: int) -> cst.Call | None:
+    """The set-up model's call ``expr`` is the output of (through tensor methods other than
+    ``.cpu()``, subscripts and a plain assignment in the same function), None otherwise."""
+    if depth > 6:
+        return None
+    if isinstance(expr, cst.Call):
+        if expr in calls:
+            return expr
+        f = expr.func
+        if isinstance(f, cst.Attribute) and f.attr.value in _TENSOR_METHODS - {"cpu"}:
+            return _model_call(ctx, f.value, at, calls, depth + 1)
+        return None
+    if isinstance(expr, cst.Subscript):
+        return _model_call(ctx, expr.value, at, calls, depth + 1)
+    if isinstance(expr, cst.Name):
+        assign = _reaching_assign(ctx, expr, at)
+        if assign is not None and isinstance(assign.targets[0].target, cst.Name):
+            return _model_call(ctx, assign.value, assign, calls, depth + 1)
+    return None
+
+
+def _cpu_then_numpy(updated: cst.Call) -> cst.Call:
+    """``x.numpy()`` -> ``x.cpu().numpy()``."""
+    inner = updated.func.value
+    moved = cst.Call(func=cst.Attribute(value=inner, attr=cst.Name("cpu")))
+    return updated.with_changes(func=updated.func.with_changes(value=moved))
 
 
 _TENSOR_USES = {"size", "shape", "split", "dim", "view", "reshape", "unsqueeze", "dtype", "device", "chunk"}

@@ -328,3 +328,24 @@ def test_a_printed_device_two_selections_reach_is_rewritten_once():
         result = migrate_source(src, path="t.py", options=Options(target=target))
         assert not result.internal_error, result.traceback
         assert 'print(f"Using device: {DEVICE.type}")' in result.output
+
+
+def test_model_output_reaches_numpy_through_the_cpu() -> None:
+    result = _port("""\
+        import torch
+        model = torch.nn.Linear(2, 1)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        for _ in range(2):
+            optimizer.zero_grad()
+            out = model(torch.ones(1, 2))
+            out.sum().backward()
+            optimizer.step()
+            curve = out.detach().numpy()
+            kept = out.detach().cpu().numpy()
+            data = torch.ones(3).numpy()
+        """)
+    assert "curve = out.detach().cpu().numpy()" in result.output
+    assert "kept = out.detach().cpu().numpy()" in result.output  # already on the CPU: untouched
+    assert "data = torch.ones(3).numpy()" in result.output  # not the model's output
+    numpy = [f for f in result.findings if "numpy" in f.message]
+    assert len(numpy) == 1 and numpy[0].fixed, numpy
