@@ -59,6 +59,11 @@ def convert(facts: Facts, shape: Shape, vocab: ModuleVocabulary) -> tuple[str, s
         first = ix.module.body[0]
         before[id(first)] = [*imports, *before.get(id(first), ())]
     _after_fit(ix, shape, vocab, rendered.trainer_var, replace, after)
+    if _downloads_before_fit(ix, shape, replace, last_import):
+        needed = ["import tempfile", "from filelock import FileLock"]
+        if not _imports(ix, "os"):
+            needed.insert(0, "import os")
+        imports.extend(cst.parse_statement(line + "\n") for line in needed)
     if _before_fit(ix, shape, vocab, replace, last_import):
         imports.append(cst.parse_statement(vocab.rank_zero_import + "\n"))
     out = ix.module.visit(_Splice(replace, remove, before, after))
@@ -77,20 +82,56 @@ def _imports(ix, module: str) -> bool:
     return False
 
 
+# One process at a time runs a download before fit: the first fetches the files, the others
+# find them there. No process group exists yet to run it on rank 0 first (the wrapper form's
+# rank_zero_first); filelock comes with torch. The lock lives in the temporary folder, shared
+# by the processes of one machine (not across machines: see docs/module-form.md).
+_DOWNLOAD_LOCK = 'with FileLock(os.path.join(tempfile.gettempdir(), "torch-migrate-download.lock")):\n    pass\n'
+
+
+def _pre_fit_statements(ix, shape: Shape) -> list[cst.CSTNode]:
+    """Statements every process runs before ``fit``: those before the epoch loop in its block
+    and, when the loop sits in a function or under ``if __name__ == "__main__":``, the
+    script's top level."""
+    block = list(ix.block_of(shape.epoch_loop).body)
+    candidates = block[: block.index(shape.epoch_loop)]
+    if ix.block_of(shape.epoch_loop) is not ix.module:
+        candidates += [s for s in ix.module.body if not ix.inside(shape.epoch_loop, s)]
+    return candidates
+
+
+def _downloads_before_fit(ix, shape: Shape, replace: dict, last_import) -> bool:
+    """Statements before ``fit`` that download or unpack data (MIG405's calls) run under a
+    file lock, one process at a time. Whether any statement was locked."""
+    from migrator.rules.side_effects_data import download_calls
+
+    calls = download_calls(ix)
+    locked = False
+    for stmt in _pre_fit_statements(ix, shape):
+        if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)) or id(stmt) in replace:
+            continue
+        if last_import is not None and ix.order(stmt) < ix.order(last_import):
+            continue
+        if not any(ix.inside(c, stmt) for c in calls):
+            continue
+        lock = cst.parse_statement(_DOWNLOAD_LOCK)
+        inner = stmt.with_changes(leading_lines=[])
+        replace[id(stmt)] = [lock.with_changes(body=lock.body.with_changes(body=[inner]),
+                                               leading_lines=stmt.leading_lines)]
+        locked = True
+    return locked
+
+
 def _before_fit(ix, shape: Shape, vocab: ModuleVocabulary, replace: dict, last_import) -> bool:
     """Lines that only print or write a file (``save_image(real_batch, "sample.png")``), run by
     every process before ``fit`` (at the script's top level, or before the epoch loop in its
     function), run on rank 0 only: the rank comes from the launcher's environment, as no
     Trainer exists yet. No process waits for the write: ``fit`` starts by joining every
     process into one group, which rank 0 reaches after writing. Whether any line was guarded."""
-    block = list(ix.block_of(shape.epoch_loop).body)
-    candidates = block[: block.index(shape.epoch_loop)]
-    if ix.block_of(shape.epoch_loop) is not ix.module:
-        # the loop sits in a function or under `if __name__ == "__main__":`: the script's top
-        # level runs on every process too
-        candidates += [s for s in ix.module.body if not ix.inside(shape.epoch_loop, s)]
     guarded = False
-    for stmt in candidates:
+    for stmt in _pre_fit_statements(ix, shape):
+        if id(stmt) in replace:
+            continue
         if last_import is not None and ix.order(stmt) < ix.order(last_import):
             continue  # the rank test's import comes after the file's last import
         if not (isinstance(stmt, cst.SimpleStatementLine) and stmt.body and all(

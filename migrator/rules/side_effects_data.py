@@ -98,14 +98,14 @@ class DownloadRankZeroFirst(Rule):
     def plan(self, ctx) -> None:
         ix = ctx.ix
         wrap: dict[cst.CSTNode, object] = {}
-        archives = _archive_names(ctx)
+        archives = _archive_names(ix)
         for call in ix.calls:
             if in_rank_zero_guard(ctx, call):
                 continue
             q = _plain_qname(ix.call_qname(call))
             if q in _MAKEDIRS:
                 self._makedirs(ctx, call, wrap)
-            elif _downloads(ctx, call, q, archives):
+            elif _downloads(ix, call, q, archives):
                 stmt = _unit(ctx, ix.statement(call), archives)
                 if stmt in wrap:
                     continue
@@ -307,11 +307,18 @@ def _plain_qname(q: str | None) -> str | None:
     return q
 
 
-def _downloads(ctx, call: cst.Call, q: str | None, archives: set[str]) -> bool:
+def download_calls(ix) -> list[cst.Call]:
+    """Calls that fetch or unpack data files every process would write at once: what this
+    rule runs on rank 0 first, and what the module form serialises before ``fit``."""
+    archives = _archive_names(ix)
+    return [c for c in ix.calls if _downloads(ix, c, _plain_qname(ix.call_qname(c)), archives)]
+
+
+def _downloads(ix, call: cst.Call, q: str | None, archives: set[str]) -> bool:
     """``call`` fetches or unpacks data files that every rank would write at once."""
     if q in _DOWNLOADERS or _is_true(arg(call, 1 << 30, "download")):
         return True
-    parent = ctx.ix.parent.get(call)
+    parent = ix.parent.get(call)
     if q in _FETCHERS:
         return _is_true(arg(call, 1 << 30, "stream")) or (
             isinstance(parent, cst.Attribute) and parent.attr.value == "content"
@@ -325,13 +332,13 @@ def _downloads(ctx, call: cst.Call, q: str | None, archives: set[str]) -> bool:
     )
 
 
-def _archive_names(ctx) -> set[str]:
+def _archive_names(ix) -> set[str]:
     """Names bound to an opened archive (``with tarfile.open(p) as tar``, ``z = ZipFile(p)``)."""
     names: set[str] = set()
-    for call in ctx.ix.calls:
-        if ctx.ix.call_qname(call) not in _ARCHIVES:
+    for call in ix.calls:
+        if ix.call_qname(call) not in _ARCHIVES:
             continue
-        parent = ctx.ix.parent.get(call)
+        parent = ix.parent.get(call)
         if isinstance(parent, cst.WithItem) and parent.asname is not None:
             target = parent.asname.name
         elif isinstance(parent, cst.Assign) and len(parent.targets) == 1:
