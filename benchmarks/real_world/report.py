@@ -208,9 +208,10 @@ def render(data: dict, specs: list[Spec]) -> str:
         "`DS_ACCELERATOR=cpu` (as in the e2e tests): otherwise DeepSpeed, which accelerate "
         "imports when it is installed, prints a warning on stdout in every process.",
         "",
-        "Normalised before comparing stdout and file names (regex -> replacement), nothing else:",
+        "Normalised before comparing stdout and file names (regex -> replacement; the same "
+        "normalisation as `migrate verify`, docs/verify.md), nothing else:",
         "",
-        *[f"- `{pattern}` -> `{repl}`" for pattern, repl in NORMALISE],
+        *[f"- `{pattern.pattern}` -> `{repl}`" for pattern, repl in NORMALISE],
         "",
         "A script whose original prints different numbers on two runs (unseeded RNGs) gets "
         "n/a for the 1-process comparison; the second run is made only when the port differs.",

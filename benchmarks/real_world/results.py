@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field
+
+from migrator.verification.checks import NORMALISE
+from migrator.verification.checks import normalise as _verify_normalise
 
 PASS, FAIL, SKIP = "pass", "fail", "-"
 
-# What may differ between two runs of the same program: wall-clock times and dates. Applied to
-# stdout and to the names of written files before comparing; nothing else is normalised.
-NORMALISE = [
-    (
-        r"\b(Mon|Tue|Wed|Thu|Fri|Sat|Sun)[ _](Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
-        r"[ _]+\d{1,2}[ _]\d\d:\d\d:\d\d[ _]\d{4}\b",
-        "<ctime>",
-    ),
-    (r"(?<!\d)\d{4}-?\d\d-?\d\d[T _-]\d\d[:-]?\d\d[:-]?\d\d([.,]\d+)?(?!\d)", "<timestamp>"),
-    (r"ms/batch\s+\d+(\.\d+)?", "ms/batch <t>"),
-    (r"\s*\b\d+(\.\d+)?\s?(ms|s|sec|secs|seconds)\b", " <t>s"),
-]
-_NORMALISE = [(re.compile(p), r) for p, r in NORMALISE]
-
 
 def normalise(text: str) -> str:
-    for pattern, repl in _NORMALISE:
-        text = pattern.sub(repl, text)
-    return text
+    """What may differ between two runs of the same program (wall-clock times and dates),
+    masked the way `migrate verify` masks it: one normalisation for the scoreboard and verify.
+    Applied to stdout and to the names of written files before comparing."""
+    return _verify_normalise(text)
 
 
 @dataclass

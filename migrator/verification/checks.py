@@ -11,14 +11,21 @@ from migrator.verification.runs import Run
 
 # Normalisation of stdout before the 1-process comparison: timings and timestamps only.
 NORMALISE = (
+    # time.ctime(): "Sun Dec  6 07:14:05 2026"
+    (re.compile(r"\b(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)[ _](?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
+                r"[ _]+\d{1,2}[ _]\d\d:\d\d:\d\d[ _]\d{4}\b"), "<TIMESTAMP>"),
     (re.compile(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?"), "<TIMESTAMP>"),
     # a date and time as file and folder names carry them: 20261206-055204, 2026-12-06_05-52-04
     (re.compile(r"(?<!\d)(?:19|20)\d\d([-_]?)(?:0[1-9]|1[0-2])\1(?:0[1-9]|[12]\d|3[01])[-_T]?"
                 r"(?:[01]\d|2[0-3])([-_]?)[0-5]\d\2[0-5]\d(?!\d)"), "<TIMESTAMP>"),
     (re.compile(r"\b\d{1,2}:\d{2}:\d{2}(?:\.\d+)?\b"), "<TIME>"),
-    (re.compile(r"\b\d+(?:\.\d+)?\s?(?:ms|us|µs|s|sec|secs|seconds|min|mins|minutes)\b"), "<DURATION>"),
-    (re.compile(r"\b\d+(?:\.\d+)?\s?(?:it/s|s/it|samples/s|img/s|images/s|tokens/s|batches/s)"), "<RATE>"),
-    (re.compile(r"(?i)\b(time|elapsed|took|duration)(\s*[:=]?\s*)\d+(?:\.\d+)?"), r"\1\2<DURATION>"),
+    # (a value's padding goes with it: right-aligned times are padded to their width)
+    (re.compile(r"(\s)?\s*\b\d+(?:\.\d+)?\s?(?:ms|us|µs|s|sec|secs|seconds|min|mins|minutes)\b"), r"\1<DURATION>"),
+    (re.compile(r"(\s)?\s*\b\d+(?:\.\d+)?\s?(?:it/s|s/it|samples/s|img/s|images/s|tokens/s|batches/s)"), r"\1<RATE>"),
+    (re.compile(r"(?i)\b(time|elapsed|took|duration)((?:\s*[:=])?)(\s)?\s*\d+(?:\.\d+)?"), r"\1\2\3<DURATION>"),
+    # a time per unit written before its value: "ms/batch 26.12" (word_language_model)
+    (re.compile(r"(?i)\b((?:ms|us|s|sec)/(?:batch|step|it|iter|iteration|epoch|sample|image|img))"
+                r"((?:\s*[:=])?)(\s)?\s*\d+(?:\.\d+)?"), r"\1\2\3<DURATION>"),
 )
 
 

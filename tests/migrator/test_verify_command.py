@@ -44,6 +44,10 @@ def test_normalise_timings_and_timestamps_only() -> None:
     assert checks.normalise("[2026-01-02 10:11:12,345] loss 0.25 (time: 12.5)") == \
         "[<TIMESTAMP>] loss 0.25 (time: <DURATION>)"
     assert checks.normalise("accuracy 97/101 (96%)") == "accuracy 97/101 (96%)"
+    # word_language_model's per-batch time, written before its value, and time.ctime()
+    assert checks.normalise("| lr 20.00 | ms/batch 26.12 | loss  3.47 | ppl    32.01") == \
+        "| lr 20.00 | ms/batch <DURATION> | loss  3.47 | ppl    32.01"
+    assert checks.normalise("saved at Sun Dec  6 07:14:05 2026") == "saved at <TIMESTAMP>"
 
 
 def test_stdout_check_names_the_first_differing_line() -> None:

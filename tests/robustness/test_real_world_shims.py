@@ -85,7 +85,7 @@ def test_timings_are_normalised_and_nothing_else():
     assert normalise(a) == normalise(b)
     assert first_difference(a, b) is None
     stamped = "outputs-torch/20250101-120000/fake-0000.png"
-    assert normalise(stamped) == "outputs-torch/<timestamp>/fake-0000.png"
+    assert normalise(stamped) == "outputs-torch/<TIMESTAMP>/fake-0000.png"
     assert normalise("64 samples, loss 2.5") == "64 samples, loss 2.5"
 
 
