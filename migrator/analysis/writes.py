@@ -38,14 +38,14 @@ def opens_for_write(ix, call: cst.Call) -> bool:
     return isinstance(value, str) and WRITE_MODE.fullmatch(value) is not None
 
 
-def writes_file(ix, call: cst.Call, checkpoints: bool = False) -> bool:
+def writes_file(ix, call: cst.Call, checkpoints: bool = False, opens: bool = True) -> bool:
     """``call`` writes a file itself (not through a ``with open`` handle): a library writer,
-    a writer method of an unnamed object, ``open`` for writing, and with ``checkpoints``
-    ``torch.save`` too."""
+    a writer method of an unnamed object, with ``opens`` ``open`` for writing, and with
+    ``checkpoints`` ``torch.save`` too."""
     q = ix.call_qname(call)
     if q in FILE_WRITERS or (checkpoints and q in CHECKPOINT_WRITERS):
         return True
     func = call.func
     if q is None and isinstance(func, cst.Attribute) and func.attr.value in WRITER_METHODS:
         return True
-    return opens_for_write(ix, call)
+    return opens and opens_for_write(ix, call)

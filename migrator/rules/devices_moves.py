@@ -6,6 +6,7 @@ import libcst as cst
 
 from migrator import anchors_spec as A
 from migrator.analysis import names as N
+from migrator.analysis.facts import ModelFact
 from migrator.analysis.flow import binding_of
 from migrator.plan import PlanContext
 from migrator.rules._setup import already_set_up, batch_names, model_moves, setup_anchor
@@ -154,7 +155,8 @@ class ModelMoveRule(Rule):
                 change.remove(small)
             else:
                 change.replace(call, _strip)
-        for arg, anchor, fed in model_inputs(ctx):
+        pending = pending_setups(ctx)
+        for arg, anchor, fed in model_inputs(ctx, pending):
             change = ctx.finding(self.code, arg, "")
             dev = change.code_text(ctx.vocab.device)
             change.replace(arg, _on_device(ctx, arg, dev))
@@ -163,7 +165,7 @@ class ModelMoveRule(Rule):
                 f"make the CPU tensor fed to {fed} on its device: "
                 + (f"device={dev}" if _takes_device(ctx, arg) else f"{ctx.ix.code(arg)}.to({dev})")
             )
-        for call, anchor in output_to_numpy(ctx):
+        for call, anchor in output_to_numpy(ctx, pending):
             change = ctx.finding(
                 self.code, call,
                 f"bring the set-up model's output to the CPU first: "
@@ -171,7 +173,7 @@ class ModelMoveRule(Rule):
             )
             change.replace(call, _cpu_then_numpy)
             change.require(anchor)
-        for call, tensor, anchor in forward_factories(ctx):
+        for call, tensor, anchor in forward_factories(ctx, pending):
             dev = f"{tensor}.device"
             change = ctx.finding(
                 self.code, call,
@@ -307,19 +309,26 @@ def _on_device(ctx, original: cst.BaseExpression, dev: str):
     return render
 
 
-def model_inputs(ctx) -> list[tuple[cst.BaseExpression, cst.CSTNode, str]]:
+def pending_setups(ctx) -> list[tuple[ModelFact, cst.CSTNode]]:
+    """Each model the migration sets up (not set up already, and with a place for its setup),
+    with that setup anchor: what the device planners below start from."""
+    out = []
+    for m in ctx.facts.models:
+        if not already_set_up(ctx, m):
+            anchor = setup_anchor(ctx, m)
+            if anchor is not None:
+                out.append((m, anchor))
+    return out
+
+
+def model_inputs(ctx, pending) -> list[tuple[cst.BaseExpression, cst.CSTNode, str]]:
     """Arguments of calls to a set-up model that are CPU tensors the script made (``state =
     torch.tensor(obs).unsqueeze(0); probs = policy(state)``), each with its model's setup
     anchor. The original model ran on the CPU (a script that never chose a device) or
     received them under DataParallel; the set-up model sits on the process's device."""
     ix = ctx.ix
     out = []
-    for m in ctx.facts.models:
-        if already_set_up(ctx, m):
-            continue
-        anchor = setup_anchor(ctx, m)
-        if anchor is None:
-            continue
+    for m, anchor in pending:
         fn = ix.function_of(anchor)
         for ref in m.refs:
             call = ix.parent.get(ref)
@@ -330,11 +339,11 @@ def model_inputs(ctx) -> list[tuple[cst.BaseExpression, cst.CSTNode, str]]:
             for arg in call.args:
                 if not arg.star and _cpu_tensor(ctx, arg.value, call, 0):
                     out.append((arg.value, anchor, "the set-up model"))
-    anchors = [a for a in (setup_anchor(ctx, m) for m in ctx.facts.models if not already_set_up(ctx, m)) if a]
-    if anchors:
+    if pending:
+        anchor = pending[0][1]
         seen = {id(arg) for arg, _, _ in out}
-        out += [(arg, anchors[0], "a loss beside the set-up model's output")
-                for arg in loss_inputs(ctx, anchors[0]) if id(arg) not in seen]
+        out += [(arg, anchor, "a loss beside the set-up model's output")
+                for arg in loss_inputs(ctx, anchor) if id(arg) not in seen]
     return out
 
 
@@ -379,21 +388,17 @@ def loss_inputs(ctx, anchor: cst.CSTNode) -> list[cst.BaseExpression]:
     return out
 
 
-def output_to_numpy(ctx) -> list[tuple[cst.Call, cst.CSTNode]]:
+def output_to_numpy(ctx, pending) -> list[tuple[cst.Call, cst.CSTNode]]:
     """``.numpy()`` of the set-up model's output with no ``.cpu()`` before it (``y =
     pred.detach().numpy()`` with ``pred = seq(x)``), each with the model's setup anchor: fine
     where the model ran on the CPU, a TypeError on a GPU."""
     ix = ctx.ix
     calls = {}
-    for m in ctx.facts.models:
-        if already_set_up(ctx, m):
-            continue
-        anchor = setup_anchor(ctx, m)
-        if anchor is not None:
-            for ref in m.refs:
-                call = ix.parent.get(ref)
-                if isinstance(call, cst.Call) and call.func is ref:
-                    calls[call] = anchor
+    for m, anchor in pending:
+        for ref in m.refs:
+            call = ix.parent.get(ref)
+            if isinstance(call, cst.Call) and call.func is ref:
+                calls[call] = anchor
     out = []
     if not calls:
         return out
@@ -443,18 +448,15 @@ def _cpu_then_numpy(updated: cst.Call) -> cst.Call:
 _TENSOR_USES = {"size", "shape", "split", "dim", "view", "reshape", "unsqueeze", "dtype", "device", "chunk"}
 
 
-def forward_factories(ctx) -> list[tuple[cst.Call, str, cst.CSTNode]]:
+def forward_factories(ctx, pending) -> list[tuple[cst.Call, str, cst.CSTNode]]:
     """Tensors a set-up model's ``forward`` makes without a device (``h_t = torch.zeros(
     input.size(0), 51)``), each with the forward parameter whose device they must share and
     the model's setup anchor. The original model ran on the CPU; the set-up one runs on the
     process's device."""
     ix = ctx.ix
     out = []
-    for m in ctx.facts.models:
-        if m.class_def is None or already_set_up(ctx, m):
-            continue
-        anchor = setup_anchor(ctx, m)
-        if anchor is None:
+    for m, anchor in pending:
+        if m.class_def is None:
             continue
         for stmt in m.class_def.body.body:
             if not (isinstance(stmt, cst.FunctionDef) and stmt.name.value == "forward"):

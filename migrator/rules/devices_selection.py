@@ -48,12 +48,15 @@ class DeviceSelectionRule(Rule):
         # A printed name two selections reach (`DEVICE = ...` at the top and again in main())
         # is rewritten once, by the first, and only when they agree on what it printed.
         printed: dict[cst.CSTNode, set[str]] = {}
+        shown = []  # per selection: what its printed loads showed, and those loads
         for d in ctx.facts.devices:
             kind = ctx.facts.printed_kind(d) if d.target is not None else None
-            for ref in ctx.facts.printed_refs(d) if kind is not None else []:
+            refs = ctx.facts.printed_refs(d) if kind is not None else []
+            shown.append((kind, refs))
+            for ref in refs:
                 printed.setdefault(ref, set()).add(kind)
         claimed: set[cst.CSTNode] = set()
-        for d in ctx.facts.devices:
+        for d, (kind, refs) in zip(ctx.facts.devices, shown):
             change = ctx.finding(self.code, d.stmt, "")
             device = change.code_text(ctx.vocab.device)
             if d.target is None:
@@ -69,14 +72,13 @@ class DeviceSelectionRule(Rule):
                 f"the wrapper picks each process's device: {ctx.ix.code(d.target)} = {device} "
                 "(device flags still parse but no longer choose it; the launcher does)"
             )
-            _keep_printed(ctx, d, change, printed, claimed)
+            _keep_printed(ctx, kind, refs, change, printed, claimed)
 
 
-def _keep_printed(ctx: PlanContext, d, change, printed: dict, claimed: set) -> None:
+def _keep_printed(ctx: PlanContext, kind: str | None, refs: list, change, printed: dict, claimed: set) -> None:
     """Printed devices keep printing what they printed: ``"cuda"`` (not the wrapper's
-    ``cuda:0``) for a device chosen without an index, the process's GPU index for an integer id."""
-    kind = ctx.facts.printed_kind(d)
-    refs = ctx.facts.printed_refs(d) if kind is not None else []
+    ``cuda:0``) for a device chosen without an index, the process's GPU index for an integer id.
+    ``kind``/``refs``: the selection's ``printed_kind`` and printed loads."""
     refs = [r for r in refs if r not in claimed and len(printed.get(r, ())) == 1]
     claimed.update(refs)
     for ref in refs:

@@ -155,7 +155,7 @@ class RankZeroWrite(Rule):
         """(reported node, statement) for each write statement, in file order."""
         ix = ctx.ix
         for call in ix.calls:
-            if writes_file(ix, call) and not opens_for_write(ix, call):
+            if writes_file(ix, call, opens=False):  # an open() is the `with` block's, below
                 stmt = expression_statement(ctx, call)
                 if stmt is not None:
                     yield call, stmt
