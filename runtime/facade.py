@@ -136,7 +136,8 @@ class Runtime:
 
     def setup_dataloaders(self, *loaders: DataLoader, evaluation: bool = False,
                           move_to_device: bool = True) -> Any:
-        """Shard each loader across ranks and move its batches to ``rt.device``.
+        """Shard each loader across ranks and move its batches to ``rt.device`` (an iterable
+        other than a DataLoader is not sharded: every rank iterates all of it).
 
         ``evaluation=True`` shards without padding (every sample counted once), except under
         strategies whose forward is collective (fsdp, deepspeed stage 3): there shards are
@@ -148,7 +149,11 @@ class Runtime:
 
     def _setup_loader(self, loader: DataLoader, evaluation: bool,
                       device: torch.device | None) -> WrappedDataLoader:
-        if self._strategy.distributed and self.world_size > 1:
+        """A DataLoader is sharded; any other iterable (``range``, ``itertools.count``, a list,
+        a generator) is replicated: every rank iterates it as-is, without a warning, since it
+        has no dataset to shard and is passed on purpose (a training loop's iteration counter)."""
+        if (isinstance(loader, DataLoader) and self._strategy.distributed
+                and self.world_size > 1):
             if shardable(loader):
                 seed = loader.generator.initial_seed() if loader.generator is not None else (
                     torch.initial_seed())
@@ -241,7 +246,9 @@ class Runtime:
         padded = torch.zeros((size, *x.shape[1:]), dtype=x.dtype, device=x.device)
         padded[: len(x)] = x
         pieces = self._strategy.all_gather(padded)
-        total = len(loader.loader.dataset) if loader is not None else None
+        # a plain iterable is not sharded: no padding to drop
+        total = (len(loader.loader.dataset)
+                 if loader is not None and isinstance(loader.loader, DataLoader) else None)
         out = []
         for rank, (piece, n) in enumerate(zip(pieces, lengths.tolist())):
             keep = n

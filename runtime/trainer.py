@@ -153,7 +153,13 @@ class Trainer:
     def fit(self, module: TrainModule, train_dataloaders: Iterable,
             val_dataloaders: Iterable | None = None, ckpt_path: str | os.PathLike | None = None
             ) -> None:
-        """Train ``module``; ``ckpt_path`` ("last" or a file) resumes at the next epoch."""
+        """Train ``module``; ``ckpt_path`` ("last" or a file) resumes at the next epoch.
+
+        ``train_dataloaders`` may be any iterable: a DataLoader is sharded across ranks, a
+        plain one (``range``, ``itertools.count(1)``, a list, a generator) is iterated as-is
+        on every rank, one item per ``training_step``; an infinite one ends only through
+        ``should_stop`` or ``max_steps``.
+        """
         if not isinstance(module, TrainModule):
             raise TypeError(f"fit() needs a runtime.TrainModule, got {type(module).__name__}")
         self._attach(module)
@@ -212,6 +218,18 @@ class Trainer:
         return (self.should_stop or self.current_epoch >= self.max_epochs
                 or (self.max_steps is not None and self.global_step >= self.max_steps))
 
+    def _stop_mid_epoch(self) -> bool:
+        """After a batch: ``should_stop`` (set in ``training_step`` or a batch callback, as in
+        Lightning) or ``max_steps`` ends the epoch here; the epoch end still runs and fit stops.
+
+        Checked before the next batch is fetched: an infinite iterable (``itertools.count``)
+        ends only here, and fetching a batch can draw random numbers or consume a generator.
+        ``should_stop`` is per process: code setting it mid-epoch must set it alike on every
+        rank (the generated loops do) or the ranks' collectives stop matching.
+        """
+        return self.should_stop or (self.max_steps is not None
+                                    and self.global_step >= self.max_steps)
+
     def _run_epoch(self, train_loader: Iterable, val_loader: Iterable | None) -> None:
         module = self.module
         module.train()
@@ -227,13 +245,13 @@ class Trainer:
         self.progress.start(f"Epoch {self.current_epoch}", total)
         done = 0
         for batch_idx, batch in batches(train_loader, total):
-            if self.max_steps is not None and self.global_step >= self.max_steps:
-                break
             self._train_metrics.batch = batch
             outputs = self._training_batch(batch, batch_idx)
             self._train_metrics.batch = None
             self._after_batch(outputs, batch, batch_idx)
             done = batch_idx + 1
+            if self._stop_mid_epoch():
+                break
         self.progress.finish(done, self.progress_bar_metrics)
         if val_loader is not None and (self.current_epoch + 1) % self.check_val_every_n_epoch == 0:
             self._run_validation(val_loader)

@@ -247,7 +247,8 @@ class WrappedDataLoader:
         self._epoch += 1
         if self._on_iter is not None:
             self._on_iter(self)
-        self.batch_start, size = 0, self._loader.batch_size or 1
+        # plain iterables (range, a generator) have no batch_size: one item per "batch"
+        self.batch_start, size = 0, getattr(self._loader, "batch_size", None) or 1
         for i, batch in enumerate(self._loader):
             self.batch_start = i * size
             yield batch if self._device is None else move_to_device(batch, self._device)
