@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import os
 import sys
 from collections.abc import Iterable
@@ -23,6 +25,29 @@ from runtime.module import (
 from runtime.profiling import make_profiler
 from runtime.progress import ProgressBar
 from runtime.trainer_state import batches, num_batches, set_epoch
+
+
+@contextlib.contextmanager
+def _reductions_by_manual_backward(model: Any):
+    """Under manual optimization each ``manual_backward`` starts its own gradient reduction
+    (``DDPStrategy.backward``); the step's forward (DDP's, around the whole step) must not
+    prepare one. It would run *after* the step's backward passes, leaving DDP waiting for a
+    backward that never comes (the next step fails with ``initialize_buckets must NOT be
+    called during autograd execution``). A plain ``loss.backward()`` in the step (the
+    script's own helper functions) is then not reduced: the module form only generates that
+    where every process runs the same passes on the same data (docs/targets.md)."""
+    ddp = getattr(model, "_forward_module", model)
+    if not isinstance(ddp, torch.nn.parallel.DistributedDataParallel):
+        yield
+        return
+    sync = ddp.require_backward_grad_sync
+    ddp.require_backward_grad_sync = False
+    ddp._manual_grad_sync = sync
+    try:
+        yield
+    finally:
+        ddp.require_backward_grad_sync = sync
+        del ddp._manual_grad_sync
 
 
 class Trainer:
@@ -163,14 +188,22 @@ class Trainer:
         if not isinstance(module, TrainModule):
             raise TypeError(f"fit() needs a runtime.TrainModule, got {type(module).__name__}")
         self._attach(module)
-        optimizers, self.lr_scheduler_configs = parse_optimizers(module.configure_optimizers())
+        config = module.configure_optimizers()
+        if config is None and not module.automatic_optimization:
+            # as in Lightning: a module that updates its parameters itself needs no optimizer
+            optimizers, self.lr_scheduler_configs = [], []
+        else:
+            optimizers, self.lr_scheduler_configs = parse_optimizers(config)
         if module.automatic_optimization and len(optimizers) > 1:
             raise ValueError("several optimizers need manual optimization: set "
                              "self.automatic_optimization = False and step them yourself")
         if not module.automatic_optimization and self.accumulate_grad_batches > 1:
             raise ValueError("accumulate_grad_batches applies to automatic optimization; "
                              "under manual optimization accumulate in training_step")
-        model, *self.optimizers = self.runtime.setup(module, *optimizers)
+        if optimizers:
+            model, *self.optimizers = self.runtime.setup(module, *optimizers)
+        else:
+            model, self.optimizers = self.runtime.setup(module), []
         self._model = model
         train_loader = self.runtime.setup_dataloaders(train_dataloaders)
         val_loader = (self.runtime.setup_dataloaders(val_dataloaders, evaluation=True)
@@ -272,7 +305,7 @@ class Trainer:
     def _training_batch(self, batch: Any, batch_idx: int) -> Any:
         module = self.module
         if not module.automatic_optimization:
-            with self.profiler.profile("training_step"):
+            with self.profiler.profile("training_step"), _reductions_by_manual_backward(self._model):
                 outputs = self._redirect("training_step", batch, batch_idx)
             self.global_step += 1  # one step per batch under manual optimization
             return outputs

@@ -19,7 +19,7 @@ def migrate_module(module: cst.Module, source: str, path: str, options: Options,
     """
     from migrator.analysis import analyse
     from migrator.module_form.amp import strip_amp, uses_amp
-    from migrator.module_form.shape import NoFit, analyse_shape
+    from migrator.module_form.shape import Misfit, NoFit, analyse_shape
     from migrator.targets import MODULE_VOCABULARIES
 
     vocab = MODULE_VOCABULARIES[options.target]
@@ -40,6 +40,12 @@ def migrate_module(module: cst.Module, source: str, path: str, options: Options,
 
         output, class_name = convert(facts, shape, vocab)
     except NoFit as exc:
+        converted = _as_steps(facts, vocab, exc.misfit) if precision is None else None
+        if converted is not None and not isinstance(converted, Misfit):
+            return _steps_result(converted, source, path, options, vocab, pos, suppressed)
+        if converted is not None:  # say why neither form fits
+            exc.misfit = dataclasses.replace(exc.misfit, reason=(
+                f"{exc.misfit.reason}; nor as one training step per pass of the loop: {converted.reason}"))
         if options.role is not None and (options.role.library or not options.role.trains):
             # a helper module or a script that does not train: no training loop here to
             # convert, so nothing "fell back" (it gets the wrapper form's helper treatment, as
@@ -51,6 +57,40 @@ def migrate_module(module: cst.Module, source: str, path: str, options: Options,
     findings = [Finding(line, col, "MIG501", (
         f"training loop converted to {class_name}({vocab.base_class}) + {vocab.trainer}: "
         f"checkpoints/last.ckpt is written every epoch and resumed; run with {vocab.launch_hint}"
+    ))]
+    findings = [f for f in findings if options.wants(f.code) and not suppressed(f.code, f.line)]
+    return FileResult(path=path, source=source, output=output, status=Status.CHANGED, findings=tuple(findings))
+
+
+# Misfits of the batch-loop form that a loop of steps can still express: no DataLoader batch
+# loop (full-batch epochs, episodes, synthetic batches), LBFGS closures, manual updates,
+# stops and skips inside the loop.
+_STEPS_CODES = ("MIG502", "MIG503", "MIG504", "MIG505", "MIG506")
+
+
+def _as_steps(facts, vocab, misfit):
+    """The file converted as one training step per pass of its training loop, or None."""
+    from migrator.module_form.shape import NoFit
+    from migrator.module_form.steps import analyse_steps, convert_steps
+
+    if misfit.code not in _STEPS_CODES or not facts.backwards:
+        return None
+    try:
+        steps = analyse_steps(facts)
+        output, class_name = convert_steps(facts, steps, vocab)
+    except NoFit as exc:
+        return exc.misfit
+    return steps, output, class_name
+
+
+def _steps_result(converted, source, path, options, vocab, pos, suppressed) -> FileResult:
+    steps, output, class_name = converted
+    _verify(output, path, vocab, steps=True)
+    line, col = pos(steps.loop)
+    findings = [Finding(line, col, "MIG501", (
+        f"training loop converted to {class_name}({vocab.base_class}) + {vocab.trainer}, one training step per "
+        f"pass of the loop (manual optimization); every process runs every pass (nothing to shard), no checkpoint "
+        f"is written; run with {vocab.launch_hint}"
     ))]
     findings = [f for f in findings if options.wants(f.code) and not suppressed(f.code, f.line)]
     return FileResult(path=path, source=source, output=output, status=Status.CHANGED, findings=tuple(findings))
@@ -104,7 +144,7 @@ def _fallback(source, path, options, vocab, pos, misfit) -> FileResult:
     return dataclasses.replace(result, findings=tuple(sorted((*result.findings, note))))
 
 
-def _verify(output: str, path: str, vocab) -> None:
+def _verify(output: str, path: str, vocab, steps: bool = False) -> None:
     """The output parses, compiles, keeps no bare backward, and is recognised as migrated."""
     from migrator.analysis import analyse
     from migrator.verify import VerifyError
@@ -115,7 +155,8 @@ def _verify(output: str, path: str, vocab) -> None:
     except (cst.ParserSyntaxError, SyntaxError) as exc:
         raise VerifyError(f"module-form output does not parse/compile: {exc}") from exc
     facts = analyse(again)
-    if facts.backwards:
+    # (steps: the file's functions the step calls keep theirs, inside the module's forward)
+    if any(not (steps and facts.ix.class_of(b.call) is None) for b in facts.backwards):
         raise VerifyError("module-form output keeps a bare .backward()")
     if not _already_module(facts, vocab):
         raise VerifyError("module-form output is not recognised as migrated (not a fixed point)")

@@ -132,6 +132,23 @@ _IN_PLACE_DRAWS = {"normal_", "uniform_", "random_", "bernoulli_", "exponential_
 _SEEDS = {"manual_seed", "seed_everything", "set_seed", "seed"}
 
 
+def draws_unseeded(ix) -> bool:
+    """The file draws torch random numbers and never seeds (nor shares a seed)."""
+    draws = False
+    for call in ix.calls:
+        func = call.func
+        last = func.attr.value if isinstance(func, cst.Attribute) else (
+            func.value if isinstance(func, cst.Name) else None)
+        if last in _SEEDS:
+            return False  # the script seeds (or a migrated file already shares the seed)
+        qname = ix.call_qname(call) or ""
+        if (qname.startswith("torch.") and qname.rsplit(".", 1)[-1] in _DRAWS) or (
+            isinstance(func, cst.Attribute) and last in _IN_PLACE_DRAWS
+        ):
+            draws = True
+    return draws
+
+
 def _share_seed(ctx, change) -> None:
     """An unseeded script that draws torch random numbers gets rank 0's seed on every rank.
 
@@ -145,19 +162,7 @@ def _share_seed(ctx, change) -> None:
     role = ctx.options.role
     if role is not None and (role.library or not role.trains):
         return  # no module-level wrapper object of its own to take the seed from
-    draws = False
-    for call in ix.calls:
-        func = call.func
-        last = func.attr.value if isinstance(func, cst.Attribute) else (
-            func.value if isinstance(func, cst.Name) else None)
-        if last in _SEEDS:
-            return  # the script seeds (or a migrated file already shares the seed)
-        qname = ix.call_qname(call) or ""
-        if (qname.startswith("torch.") and qname.rsplit(".", 1)[-1] in _DRAWS) or (
-            isinstance(func, cst.Attribute) and last in _IN_PLACE_DRAWS
-        ):
-            draws = True
-    if not draws:
+    if not draws_unseeded(ix):
         return
     body = list(ix.module.body)
     wrapper = ctx.facts.wrapper

@@ -60,7 +60,11 @@ class DDPStrategy(Strategy):
         as DDP's forward does for the first. Needs ``find_unused_parameters=True`` when a
         pass reaches only some parameters."""
         ddp = getattr(module, "_forward_module", module)
-        if (isinstance(ddp, DistributedDataParallel) and ddp.require_backward_grad_sync
+        # (inside a manual-optimization step the Trainer holds the forward's sync flag off and
+        # keeps the script's choice here: runtime.trainer._reductions_by_manual_backward)
+        sync = getattr(ddp, "_manual_grad_sync", None) if isinstance(ddp, DistributedDataParallel) else None
+        if (isinstance(ddp, DistributedDataParallel)
+                and (ddp.require_backward_grad_sync if sync is None else sync)
                 and torch.is_grad_enabled()):
             ddp.reducer._rebuild_buckets()
             ddp.reducer.prepare_for_backward([tensor] if ddp.find_unused_parameters else [])

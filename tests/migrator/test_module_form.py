@@ -43,8 +43,12 @@ def test_converted_or_fell_back_never_half(target: str) -> None:
         module_codes = {c for c in codes if c.startswith("MIG5")}
         assert len(module_codes) == 1, (folder, codes)
         converted = module_codes == {"MIG501"}
-        assert ("def training_step(self, batch, batch_idx):" in out) == converted, folder
-        assert (".backward(" in out) is False or not converted, folder
+        assert ("def training_step(self, " in out) == converted, folder
+        if converted:  # the step's backward passes go through the module (the file's helper
+            # functions a one-step-per-pass step calls keep theirs: fixtures/module/steps_*)
+            step = out[out.index("def training_step(self, "):]
+            step = step[: step.find("\n    def ", 1)] if "\n    def " in step[1:] else step
+            assert ".backward(" not in step.split("\ntrainer")[0], folder
         if not converted:
             assert "Fabric()" in out or "Runtime()" in out, folder
 
@@ -106,7 +110,7 @@ def test_templates_ship_as_package_data() -> None:
 
 @pytest.mark.parametrize(
     ("script", "code"),
-    [("lbfgs_fit", "MIG503"), ("lstm_lm", "MIG504"), ("dcgan", "MIG501"), ("mnist_cnn", "MIG501"),
+    [("lbfgs_fit", "MIG501"), ("lstm_lm", "MIG504"), ("dcgan", "MIG501"), ("mnist_cnn", "MIG501"),
      ("class_trainer", "MIG502"), ("transformer_lm", "MIG507"), ("notebook_style", "MIG501"),
      ("dataparallel_classifier", "MIG501"), ("sensor_regression", "MIG501")],
 )
