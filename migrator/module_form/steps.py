@@ -296,8 +296,9 @@ class _RankZero(cst.CSTTransformer):
     """In the file's functions the step calls: prints and file writes on global rank 0 (no
     ``self`` there: the rank test of code outside a module)."""
 
-    def __init__(self, facts: Facts, functions: list[cst.FunctionDef], vocab: ModuleVocabulary) -> None:
-        self.ix, self.vocab = facts.ix, vocab
+    def __init__(self, facts: Facts, functions: list[cst.FunctionDef], vocab: ModuleVocabulary,
+                 writes: bool = True) -> None:
+        self.ix, self.vocab, self.with_writes = facts.ix, vocab, writes
         self.keys = {id(f) for f in functions}
         self.depth = 0
         self.guarded = 0
@@ -313,12 +314,12 @@ class _RankZero(cst.CSTTransformer):
         return updated
 
     def leave_SimpleStatementLine(self, original, updated):
-        if not self.depth:
+        if not self.depth and None not in self.keys:
             return updated
         ix = self.ix
         hit = any(
             isinstance(s, cst.Expr) and isinstance(s.value, cst.Call)
-            and (ix.call_qname(s.value) == "builtins.print" or writes_file(ix, s.value))
+            and (ix.call_qname(s.value) == "builtins.print" or (self.with_writes and writes_file(ix, s.value)))
             for s in original.body
         )
         if not hit:
@@ -421,6 +422,22 @@ def convert_steps(facts: Facts, steps: Steps, vocab: ModuleVocabulary) -> tuple[
         if guard.guarded:
             replace[id(fn)] = [new]
             rank_zero = True
+    # functions the code before fit calls (a dataset loader saying "already downloaded"):
+    # their prints on rank 0; their writes stay on every process (the download lock orders
+    # them, and every process needs the files)
+    from migrator.module_form.edit import _pre_fit_statements
+
+    for stmt in _pre_fit_statements(ix, steps):
+        if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)):
+            continue
+        for fn in _called_functions(facts, stmt):
+            if id(fn) in replace or ix.class_of(fn) is not None or ix.inside(loop, fn):
+                continue
+            guard = _RankZero(facts, [fn], vocab, writes=False)
+            new = fn.visit(guard)
+            if guard.guarded:
+                replace[id(fn)] = [new]
+                rank_zero = True
     imports = [cst.parse_statement(line + "\n") for line in vocab.imports if "ModelCheckpoint" not in line or "," in line]
     imports = [_without_checkpoint(st) for st in imports]
     fit_code = "".join(cst.Module(body=fit).code)
@@ -437,7 +454,20 @@ def convert_steps(facts: Facts, steps: Steps, vocab: ModuleVocabulary) -> tuple[
         if not _imports(ix, "os"):
             needed.insert(0, "import os")
         imports.extend(cst.parse_statement(line + "\n") for line in needed)
-    if _before_fit(ix, steps, vocab, replace, last_import) or rank_zero:
+    guarded_before = _before_fit(ix, steps, vocab, replace, last_import)
+    # prints inside compound statements before fit (`if <downloaded>: print(...) else: ...`)
+    for stmt in _pre_fit_statements(ix, steps):
+        if isinstance(stmt, (cst.FunctionDef, cst.ClassDef, cst.SimpleStatementLine)):
+            continue
+        if last_import is not None and ix.order(stmt) < ix.order(last_import):
+            continue
+        guard = _RankZero(facts, [], vocab, writes=False)
+        guard.keys = {None}  # every line of the statement
+        new = [st.visit(guard) for st in replace.get(id(stmt), [stmt])]
+        if guard.guarded:
+            replace[id(stmt)] = new
+            rank_zero = True
+    if guarded_before or rank_zero:
         imports.append(cst.parse_statement(vocab.rank_zero_import + "\n"))
     if last_import is not None:
         after[id(last_import)] = [*after.get(id(last_import), ()), *imports]
