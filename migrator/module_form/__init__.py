@@ -42,6 +42,11 @@ def migrate_module(module: cst.Module, source: str, path: str, options: Options,
     except NoFit as exc:
         converted = _as_steps(facts, vocab, exc.misfit) if precision is None else None
         if converted is not None and not isinstance(converted, Misfit):
+            # a script the wrapper form refuses (already distributed: tensor parallel, a
+            # process group of its own; unsafe on N processes) is refused here too
+            wrapper = _fallback(source, path, options, vocab, pos, exc.misfit)
+            if any(f.code.startswith("MIG9") for f in wrapper.findings):
+                return wrapper
             return _steps_result(converted, source, path, options, vocab, pos, suppressed)
         if converted is not None:  # say why neither form fits
             exc.misfit = dataclasses.replace(exc.misfit, reason=(

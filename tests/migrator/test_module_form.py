@@ -401,3 +401,31 @@ def test_scheduler_lambda_reading_a_value_the_loop_rebinds_falls_back() -> None:
         result = migrate_source(src, "m.py", Options(target=target, form="module"))
         found = [f for f in result.findings if f.code == "MIG505"]
         assert found and "reads `warm`, which the training loop re-binds" in found[0].message, (target, result.findings)
+
+
+_OWN_MESH = '''import torch
+import torch.nn as nn
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.tensor.parallel import ColwiseParallel, parallelize_module
+
+torch.manual_seed(0)
+mesh = init_device_mesh("cpu", (2,))
+model = parallelize_module(nn.Linear(4, 4), mesh, ColwiseParallel())
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+for step in range(5):
+    optimizer.zero_grad()
+    loss = model(torch.randn(8, 4)).sum()
+    loss.backward()
+    optimizer.step()
+    print(step, loss.item())
+'''
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_already_distributed_loop_without_a_loader_is_refused_not_converted(target: str) -> None:
+    """A loop of steps would convert this loop, but the script runs its own tensor parallelism:
+    the module form refuses it as the wrapper form does (pytorch/examples tensor_parallelism)."""
+    result = migrate_source(_OWN_MESH, "tp.py", Options(target=target, form="module"))
+    codes = {f.code for f in result.findings}
+    assert "MIG901" in codes and "MIG501" not in codes, result.findings
+    assert "training_step" not in result.output
