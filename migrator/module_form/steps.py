@@ -64,13 +64,15 @@ def analyse_steps(facts: Facts) -> Steps:
         raise NoFit("MIG503", loop, "`for ... else` on the training loop")
     if ix.class_of(loop) is not None:
         raise NoFit("MIG502", loop, "the training loop is a method's (a class-based trainer): its `self` is not the module's")
-    if any(isinstance(a, (cst.For, cst.While)) for a in ix.ancestors(loop) if a is not loop):
-        raise NoFit("MIG502", loop, "the training loop is inside another loop: one fit per pass of the outer loop")
     function = ix.function_of(loop)
-    if function is not None and _called_in_loop(facts, function):
-        raise NoFit("MIG502", loop, f"`{function.name.value}()`, holding the training loop, is called inside a loop: "
-                    "one fit per call")
+    # (inside an outer loop, or in a function called in one (word_language_model's train()
+    # per epoch): one fit per pass of the outer loop, each with its own Trainer)
     _body_hazards(ix, loop)
+    if loop in facts.loader_loops():
+        # the Trainer would shard the DataLoader's batches across processes while the code
+        # around the steps (running sums, prints, stops) still ran as if it saw them all:
+        # that is the batch-loop form's job, whose misfit stands
+        raise NoFit("MIG502", loop, "the loop iterates a DataLoader (the batch-loop form applies)")
     from migrator.rules.side_effects_exits import draws_unseeded
 
     if draws_unseeded(ix):
@@ -175,8 +177,22 @@ def _body_hazards(ix, loop: cst.For) -> None:
 def _trained(facts: Facts, loop: cst.For) -> tuple[list[str], list[str]]:
     """Names of the models the loop trains and of their optimizers, visible where the loop is."""
     ix = facts.ix
-    models: list[str] = []
+    models = models_of(facts, loop, ix)
     optimizers: list[str] = []
+    for o in facts.optimizers:
+        if not isinstance(o.target, cst.Name):
+            raise NoFit("MIG502", o.call, "an optimizer is not assigned to a plain variable")
+        if _conditional(ix, o.stmt):
+            # (`if args.use_optimizer: optimizer = ...`): it may not exist; the module does
+            # not hold the script's optimizers then (the step uses them as the script does)
+            return models, []
+        if o.target.value not in optimizers:
+            optimizers.append(o.target.value)
+    return models, optimizers
+
+
+def models_of(facts: Facts, loop: cst.For, ix) -> list[str]:
+    models: list[str] = []
     for m in facts.models:
         if not isinstance(m.expr, cst.Name):
             raise NoFit("MIG502", m.expr, f"the trained model `{ix.code(m.expr)}` is not a plain variable")
@@ -184,14 +200,21 @@ def _trained(facts: Facts, loop: cst.For) -> tuple[list[str], list[str]]:
             raise NoFit("MIG502", m.expr, f"the trained model `{m.expr.value}` is not a variable of the loop's scope")
         if m.expr.value not in models:
             models.append(m.expr.value)
-    for o in facts.optimizers:
-        if not isinstance(o.target, cst.Name):
-            raise NoFit("MIG502", o.call, "an optimizer is not assigned to a plain variable")
-        if o.target.value not in optimizers:
-            optimizers.append(o.target.value)
     if not models:
         raise NoFit("MIG502", loop, "no trained model found (no optimizer over a model's parameters, no manual update)")
-    return models, optimizers
+    return models
+
+
+def _conditional(ix, stmt: cst.CSTNode) -> bool:
+    """``stmt`` runs only under a condition or in a loop (a ``__main__`` guard does not count)."""
+    for a in ix.ancestors(stmt):
+        if isinstance(a, (cst.FunctionDef, cst.ClassDef)):
+            return False
+        if isinstance(a, cst.If) and "__name__" not in ix.code(a.test):
+            return True
+        if isinstance(a, (cst.For, cst.While, cst.Try, cst.With)) and a is not stmt:
+            return True
+    return False
 
 
 def _visible(ix, binding, loop: cst.For) -> bool:
@@ -226,6 +249,51 @@ def _declared(ix, loop: cst.For, function: cst.FunctionDef | None) -> list[str]:
                 raise NoFit("MIG506", access.node, f"`{n}` is bound only inside the training loop and read after it: "
                             "bind it before the loop so the step can re-bind it (nonlocal)")
     return declared
+
+
+def _fit_points(facts: Facts, loop: cst.For) -> list[cst.CSTNode]:
+    """Where a fit runs: the loop, and the statements calling the function that holds it."""
+    ix = facts.ix
+    points: list[cst.CSTNode] = [loop]
+    function = ix.function_of(loop)
+    if function is not None:
+        points += [ix.statement(c) for c in ix.calls
+                   if (found := facts.funcs.callee(c)) is not None and found[0] is function]
+    return points
+
+
+def _after_fit_region(facts: Facts, loop: cst.For) -> list[cst.BaseStatement]:
+    """Statements that run after a fit: those after the loop in its block and every enclosing
+    block up to the function (or the module), every statement of an enclosing loop's body
+    (the next pass follows this fit), and the same from each call of the function holding the
+    loop (one level up)."""
+    ix = facts.ix
+    starts = _fit_points(facts, loop)
+    region: list[cst.BaseStatement] = []
+    for start in starts:
+        cur = start
+        while True:
+            block = ix.block_of(cur)
+            siblings = list(block.body)
+            if cur not in siblings:
+                break
+            owner = None if isinstance(block, cst.Module) else ix.parent.get(block)
+            k = siblings.index(cur)
+            picked = siblings if isinstance(owner, (cst.For, cst.While)) else siblings[k + 1:]
+            region += [st for st in picked if st is not cur and not ix.inside(start, st)]
+            if owner is None or isinstance(owner, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
+                break
+            # the statement holding this block (through else / except / finally clauses)
+            cur = owner
+            while cur is not None and not isinstance(ix.parent.get(cur), (cst.Module, cst.IndentedBlock)):
+                cur = ix.parent.get(cur)
+            if cur is None or isinstance(cur, (cst.FunctionDef, cst.ClassDef)):
+                break
+    out: list[cst.BaseStatement] = []
+    for st in region:
+        if st not in out and not isinstance(st, (cst.FunctionDef, cst.ClassDef)):
+            out.append(st)
+    return out
 
 
 def _helpers(facts: Facts, loop: cst.For) -> list[cst.FunctionDef]:
@@ -378,14 +446,35 @@ def render_steps(facts: Facts, steps: Steps, vocab: ModuleVocabulary) -> tuple[c
              *vocab.trainer_extra, *vocab.manual_trainer_extra]
     if vocab.name == "lightning":
         extra.append(("enable_model_summary", "False"))
+    if not _places_on_devices(facts):
+        # the script computes on the CPU: so does every process (on a GPU machine the
+        # Trainer would move the model there, away from the script's CPU tensors)
+        extra.append(("accelerator", '"cpu"'))
     fit = (
         f"{trainer} = {vocab.trainer}({', '.join(f'{k}={v}' for k, v in extra)})\n"
         "# one training step per pass of the loop; every process runs every pass (nothing to shard)\n"
         f"{trainer}.fit({name}({', '.join(module_args)}), {ix.code(loop.iter)})\n"
     )
+    if vocab.name == "lightning" and _places_on_devices(facts):
+        # Lightning's teardown leaves the model on the CPU; the code after fit uses it
+        # with the script's tensors, on this process's device
+        fit += "".join(f"{m}.to({trainer}.strategy.root_device)\n" for m in steps.models)
     fit_stmts = list(cst.parse_module(_black(fit)).body)
     fit_stmts[0] = fit_stmts[0].with_changes(leading_lines=blank)
     return klass, fit_stmts, name
+
+
+def _places_on_devices(facts: Facts) -> bool:
+    """The script selects a device (``device = torch.device(...)``) or calls ``.cuda()``."""
+    return bool(facts.devices) or any(
+        isinstance(c.func, cst.Attribute) and c.func.attr.value == "cuda" for c in facts.ix.calls
+    )
+
+
+_SET_DEVICE = (
+    "if torch.cuda.is_available():  # the script's \"cuda\" is this process's GPU (LOCAL_RANK, set by the launcher)\n"
+    "    torch.cuda.set_device(int(os.environ.get(\"LOCAL_RANK\", \"0\")))\n"
+)
 
 
 def _indent(text: str, n: int) -> str:
@@ -403,11 +492,61 @@ class _FillStep(cst.CSTTransformer):
         return updated.with_changes(body=updated.body.with_changes(body=self.stmts))
 
 
+_BARRIER = "if torch.distributed.is_initialized():\n    torch.distributed.barrier()\n"
+
+
+class _AfterFit(cst.CSTTransformer):
+    """In the statements after a fit: print-only lines, and the innermost statement that
+    writes a file (a ``with open(path, "wb") as f:`` block, a ``torch.save(...)`` line), run on
+    rank 0; every process waits after a write (a later read finds the whole file)."""
+
+    def __init__(self, facts: Facts, vocab: ModuleVocabulary) -> None:
+        self.ix, self.vocab = facts.ix, vocab
+        self.guarded = 0
+
+    def _guard(self, original, updated, barrier: bool):
+        self.guarded += 1
+        guard = cst.parse_statement(f"if {self.vocab.rank_zero_test}:\n    pass\n")
+        inner = updated.with_changes(leading_lines=[])
+        out = guard.with_changes(body=guard.body.with_changes(body=[inner]), leading_lines=updated.leading_lines)
+        return cst.FlattenSentinel([out, cst.parse_statement(_BARRIER)]) if barrier else out
+
+    def visit_FunctionDef(self, node):
+        return False
+
+    def visit_ClassDef(self, node):
+        return False
+
+    def visit_With(self, node):
+        return not self._opens_for_write(node)
+
+    def _opens_for_write(self, node: cst.With) -> bool:
+        from migrator.analysis.writes import opens_for_write
+
+        return any(isinstance(i.item, cst.Call) and opens_for_write(self.ix, i.item) for i in node.items)
+
+    def leave_With(self, original, updated):
+        if self._opens_for_write(original):
+            return self._guard(original, updated, barrier=True)
+        return updated
+
+    def leave_SimpleStatementLine(self, original, updated):
+        ix = self.ix
+        if any(isinstance(a, cst.With) and self._opens_for_write(a) for a in ix.ancestors(original)):
+            return updated  # the whole block is guarded
+        if _writes(ix, original):
+            return self._guard(original, updated, barrier=True)
+        if original.body and all(isinstance(s, cst.Expr) and isinstance(s.value, cst.Call)
+                                 and ix.call_qname(s.value) == "builtins.print" for s in original.body):
+            return self._guard(original, updated, barrier=False)
+        return updated
+
+
 def convert_steps(facts: Facts, steps: Steps, vocab: ModuleVocabulary) -> tuple[str, str]:
     """The converted file text and the generated class name."""
     import re
 
-    from migrator.module_form.edit import _Splice, _after_fit, _before_fit, _downloads_before_fit, _imports
+    from migrator.module_form.edit import _Splice, _before_fit, _downloads_before_fit, _imports
 
     ix = facts.ix
     klass, fit, name = render_steps(facts, steps, vocab)
@@ -448,7 +587,14 @@ def convert_steps(facts: Facts, steps: Steps, vocab: ModuleVocabulary) -> tuple[
     for stmt in ix.module.body:
         if isinstance(stmt, cst.SimpleStatementLine) and all(isinstance(s, (cst.Import, cst.ImportFrom)) for s in stmt.body):
             last_import = stmt
-    _after_fit(ix, steps, vocab, facts.free_name("trainer"), replace, after)
+    for stmt in _after_fit_region(facts, loop):
+        if id(stmt) in replace:
+            continue
+        guard = _AfterFit(facts, vocab)
+        new = stmt.visit(guard)
+        if guard.guarded:
+            replace[id(stmt)] = list(new.nodes) if isinstance(new, cst.FlattenSentinel) else [new]
+            rank_zero = True
     if _downloads_before_fit(ix, steps, replace, last_import):
         needed = ["import tempfile", "from filelock import FileLock"]
         if not _imports(ix, "os"):
@@ -456,9 +602,13 @@ def convert_steps(facts: Facts, steps: Steps, vocab: ModuleVocabulary) -> tuple[
         imports.extend(cst.parse_statement(line + "\n") for line in needed)
     guarded_before = _before_fit(ix, steps, vocab, replace, last_import)
     # prints inside compound statements before fit (`if <downloaded>: print(...) else: ...`)
+    fits = _fit_points(facts, loop)
+    first = min(ix.order(f) for f in fits)
     for stmt in _pre_fit_statements(ix, steps):
         if isinstance(stmt, (cst.FunctionDef, cst.ClassDef, cst.SimpleStatementLine)):
             continue
+        if ix.order(stmt) > first or any(ix.inside(f, stmt) for f in fits):
+            continue  # runs a fit, or after one: the after-fit guards apply
         if last_import is not None and ix.order(stmt) < ix.order(last_import):
             continue
         guard = _RankZero(facts, [], vocab, writes=False)
@@ -469,8 +619,16 @@ def convert_steps(facts: Facts, steps: Steps, vocab: ModuleVocabulary) -> tuple[
             rank_zero = True
     if guarded_before or rank_zero:
         imports.append(cst.parse_statement(vocab.rank_zero_import + "\n"))
+    tail = []
+    if _places_on_devices(facts):
+        # before the script picks its device: "cuda" then means this process's GPU, so
+        # tensors made before fit are where the Trainer puts this process's model
+        tail = [cst.parse_statement(_SET_DEVICE).with_changes(leading_lines=[cst.EmptyLine(indent=False)])]
+        for mod in ("os", "torch"):
+            if not _imports(ix, mod) and not any(f"import {mod}\n" == cst.Module(body=[i]).code for i in imports):
+                imports.insert(0, cst.parse_statement(f"import {mod}\n"))
     if last_import is not None:
-        after[id(last_import)] = [*after.get(id(last_import), ()), *imports]
+        after[id(last_import)] = [*after.get(id(last_import), ()), *imports, *tail]
     else:
         first = ix.module.body[0]
         before[id(first)] = [*imports, *before.get(id(first), ())]

@@ -267,21 +267,93 @@ def test_early_stopping_on_the_logged_validation_metric(target: str) -> None:
     assert len({v for _, v in epochs}) == 1  # the metric really stalled
 
 
-# (lbfgs_fit converts now: one training step per pass of its loop, tests/e2e/test_module_steps.py)
-@pytest.mark.parametrize(("name", "code"), [("lstm_lm", "MIG504")])
+# (lbfgs_fit and lstm_lm convert now: one training step per pass of their loops,
+# tests/e2e/test_module_steps.py; class_trainer's loops are methods)
+@pytest.mark.parametrize(("name", "code", "args"), [("class_trainer", "MIG502", ("--epochs", "2"))])
 @pytest.mark.parametrize("target", TARGETS)
-def test_scripts_that_do_not_fit_fall_back(name: str, code: str, target: str) -> None:
+def test_scripts_that_do_not_fit_fall_back(name: str, code: str, args: tuple[str, ...], target: str) -> None:
     """The CLI reports why and writes the wrapper form, which still prints the original's numbers."""
     out = fresh_dir(f"fallback-{name}-{target}") / f"{name}.py"
     proc = run_cmd(
-        [str(BIN / "migrate"), str(SPECS[name].path), "--target", target, "--form", "module", "-o", str(out)],
+        [str(BIN / "migrate"), str(FIXTURES / "scripts" / f"{name}.py"), "--target", target, "--form", "module", "-o", str(out)],
         timeout=SINGLE_TIMEOUT, env=child_env(),
     )
     assert proc.returncode == 0, describe(proc)
     assert f"{code} not converted to the module form" in proc.stdout + proc.stderr
     text = out.read_text()
     assert "training_step" not in text and ("Runtime()" in text or "Fabric()" in text)
-    run = run_single(out, SPECS[name].train_args, f"fallback-run-{name}-{target}")
+    run = run_single(out, args, f"fallback-run-{name}-{target}")
     run.check_ok(f"fallback {name} ({target})")
-    diff = reports_match(original_train(name).proc.stdout, run.proc.stdout)
+    orig = run_single(FIXTURES / "scripts" / f"{name}.py", args, f"fallback-orig-{name}-{target}")
+    orig.check_ok(f"original {name}")
+    diff = reports_match(orig.proc.stdout, run.proc.stdout)
     assert diff is None, diff
+
+
+# fixtures/programs/download_helper: train.py takes its splits from samples.py, a helper module
+# that downloads and unpacks an archive when data/samples is missing (pytorch/examples
+# super_resolution's shape). No wrapper reaches the helper in the module form: its download
+# runs under a file lock, local rank 0 first, so rank 0 alone fetches, prints and writes.
+PROGRAM = FIXTURES / "programs" / "download_helper"
+
+
+@cache
+def _samples_url() -> str:
+    """A file:// URL of a small archive shaped as the helper expects (samples/{train,test}.csv)."""
+    import io
+    import random
+    import tarfile
+
+    rng = random.Random(0)
+    archive = fresh_dir("download-helper-archive") / "samples.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for split, count in (("train", 48), ("test", 16)):
+            lines = []
+            for _ in range(count):
+                x = [round(rng.uniform(-1, 1), 3) for _ in range(4)]
+                y = round(0.5 * x[0] - x[1] + 0.25 * x[2] + 2 * x[3] + rng.uniform(-0.1, 0.1), 3)
+                lines.append(",".join(map(str, [*x, y])))
+            data = ("\n".join(lines) + "\n").encode()
+            info = tarfile.TarInfo(f"samples/{split}.csv")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return archive.as_uri()
+
+
+@cache
+def _original_download_helper() -> Run:
+    run = run_single(PROGRAM / "train.py", ("--url", _samples_url()), "orig-download-helper")
+    run.check_ok("original download_helper")
+    return run
+
+
+@cache
+def _migrated_download_helper(target: str) -> Path:
+    work = fresh_dir(f"download-helper-{target}")
+    for name in ("train.py", "samples.py"):
+        shutil.copy(PROGRAM / name, work / name)
+    cmd = [str(BIN / "migrate"), "-w", "train.py", "samples.py", "--target", target, "--form", "module"]
+    proc = run_cmd(cmd, timeout=SINGLE_TIMEOUT, cwd=work, env=child_env())
+    assert proc.returncode == 0, describe(proc)
+    said = proc.stdout + proc.stderr
+    assert "MIG501" in said and "MIG908" not in said, said
+    return work / "train.py"
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_helper_module_download_runs_on_rank_zero_first(target: str) -> None:
+    """1 process prints exactly what the original printed; on 2 processes rank 0 alone fetches
+    and unpacks (rank 1 prints nothing, every file is written by rank 0 only)."""
+    script = _migrated_download_helper(target)
+    args = ("--url", _samples_url())
+    one = run_single(script, args, f"download-helper-1-{target}")
+    one.check_ok(f"module-form download_helper ({target})")
+    one.check_same_stdout(_original_download_helper())
+    two = run_two(script, args, target, f"download-helper-2-{target}")
+    two.check_ok(f"module-form download_helper ({target}) on 2 processes")
+    check_ranks_started(two, script)
+    assert rank_stdout(two, "1") == ""
+    assert two.proc.stdout.count("fetching the samples") == 1, two.proc.stdout
+    written = writers(two)
+    assert {"data/samples/train.csv", "data/samples/test.csv", "regressor.pt"} <= set(written), sorted(written)
+    assert {p: r for p, r in written.items() if r != {"0"}} == {}

@@ -110,7 +110,7 @@ def test_templates_ship_as_package_data() -> None:
 
 @pytest.mark.parametrize(
     ("script", "code"),
-    [("lbfgs_fit", "MIG501"), ("lstm_lm", "MIG504"), ("dcgan", "MIG501"), ("mnist_cnn", "MIG501"),
+    [("lbfgs_fit", "MIG501"), ("lstm_lm", "MIG501"), ("dcgan", "MIG501"), ("mnist_cnn", "MIG501"),
      ("class_trainer", "MIG502"), ("transformer_lm", "MIG507"), ("notebook_style", "MIG501"),
      ("dataparallel_classifier", "MIG501"), ("sensor_regression", "MIG501")],
 )
