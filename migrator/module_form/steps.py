@@ -141,15 +141,6 @@ def _called_functions(facts: Facts, node: cst.CSTNode, depth: int = 3) -> list[c
     return out
 
 
-def _called_in_loop(facts: Facts, fn: cst.FunctionDef) -> bool:
-    ix = facts.ix
-    for call in ix.calls:
-        found = facts.funcs.callee(call)
-        if found is not None and found[0] is fn and ix.loops_around(call):
-            return True
-    return False
-
-
 def _owned(ix, node: cst.CSTNode, loop: cst.For) -> bool:
     """``node`` (break / continue / return) belongs to ``loop``: no inner loop or def between."""
     for a in ix.ancestors(node):
@@ -477,11 +468,6 @@ _SET_DEVICE = (
 )
 
 
-def _indent(text: str, n: int) -> str:
-    pad = " " * n
-    return "".join(pad + ln if ln.strip() else ln for ln in text.splitlines(keepends=True))
-
-
 class _FillStep(cst.CSTTransformer):
     def __init__(self, stmts: list) -> None:
         self.stmts = stmts
@@ -645,3 +631,8 @@ def _without_checkpoint(stmt: cst.SimpleStatementLine) -> cst.SimpleStatementLin
             names[-1] = names[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
             return stmt.with_changes(body=[small.with_changes(names=names)])
     return stmt
+
+
+def _indent(text: str, n: int) -> str:
+    pad = " " * n
+    return "".join(pad + ln if ln.strip() else ln for ln in text.splitlines(keepends=True))
