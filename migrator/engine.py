@@ -80,7 +80,7 @@ def _migrate(source: str, path: str, options: Options, rewrite: bool = True) -> 
         from migrator.module_form import migrate_module
 
         if options.role is None:
-            options = _alone(options, tree)
+            options = _alone(options, tree, module_form=True)
 
         return migrate_module(module, source, path, options, sup.suppressed)
     from migrator.apply import apply_edits
@@ -103,14 +103,18 @@ def _migrate(source: str, path: str, options: Options, rewrite: bool = True) -> 
     return _result(path, source, Status.CHANGED, output=output, findings=tuple(findings))
 
 
-def _alone(options: Options, tree: ast.Module) -> Options:
+def _alone(options: Options, tree: ast.Module, module_form: bool = False) -> Options:
     """A file migrated alone: a helper module when importing it does no work; a script that
-    trains, or one that neither trains nor iterates data (``migrator.program``)."""
+    trains, or one that neither trains nor iterates data (``migrator.program``). In the module
+    form a helper module has no wrapper to borrow (none exists before ``fit``): its downloads
+    run under a file lock (``Role.locks_downloads``)."""
     from dataclasses import replace
 
     from migrator.program import Role, is_library, trains
 
-    return replace(options, role=Role(library=is_library(tree), trains=trains(tree)))
+    library = is_library(tree)
+    role = Role(library=library, trains=trains(tree), locks_downloads=module_form and library)
+    return replace(options, role=role)
 
 
 def wrapper_needs(source: str, path: str, options: Options = Options()) -> dict[str, set[str]]:  # noqa: B008

@@ -55,7 +55,10 @@ class Role:
     top-level functions that take the wrapper as first parameter; ``pass_wrapper``: the
     spellings (``"train_one_epoch"``, ``"engine.evaluate"``) of calls in this file that must
     pass the wrapper; ``program_calls``: the spellings of every call here of a function of
-    another file of the program; ``blocked``: (function, why it cannot take the wrapper).
+    another file of the program; ``blocked``: (function, why it cannot take the wrapper);
+    ``locks_downloads``: a helper module of a module-form program (``--form module``), whose
+    functions run where no wrapper and no process group exist (before ``fit``): its downloads
+    (MIG405) run under a file lock, local rank 0 first, instead of borrowing a wrapper.
     """
 
     library: bool = False
@@ -64,6 +67,7 @@ class Role:
     pass_wrapper: frozenset[str] = frozenset()
     program_calls: frozenset[str] = frozenset()
     blocked: tuple[tuple[str, str], ...] = ()
+    locks_downloads: bool = False
 
     def why_blocked(self, function: str | None) -> str:
         for name, why in self.blocked:

@@ -19,6 +19,14 @@ WRAPPER_QNAMES = {
 # default's ``torch.cuda.is_available()``), and the import that binds each when the file
 # does not (``import torch.nn.functional as F`` alone binds no ``torch``).
 TEMPLATE_IMPORTS: dict[str, str] = {"torch": "import torch"}
+# Names a rule's generated code reads that no template holds: the rule adds them to its
+# change's ``imports`` itself (a helper module's download lock in the module form, MIG405).
+RULE_IMPORTS: dict[str, str] = {
+    "os": "import os",
+    "tempfile": "import tempfile",
+    "time": "import time",
+    "FileLock": "from filelock import FileLock",
+}
 
 
 @dataclass(frozen=True)

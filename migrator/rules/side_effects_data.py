@@ -68,6 +68,13 @@ class DownloadRankZeroFirst(Rule):
     itself (or `**kwargs`) is left alone; `exist_ok=False` is reported, not changed: it races
     only when every rank makes the same path, which the migrator cannot tell.
 
+    In a helper module of a `--form module` program no wrapper exists to borrow (the
+    Trainer creates the process group in `fit`): the same statements run under
+    `with FileLock(<temp dir>/torch-migrate-download-<module>.<function>.lock):`, one
+    process at a time, and when they sit under `if not exists(path):` the other processes of
+    the machine first wait (a minute at most) until local rank 0 has made `path` inside its
+    lock, so local rank 0 fetches, prints and writes, and the others find the files.
+
     **Why**: N processes downloading into the same folder corrupt the archive or crash on
     half-extracted files, and the second `makedirs` raises `FileExistsError`. Rank 0 goes
     first, the others wait and then find the files. The block is a collective: every rank
@@ -99,8 +106,9 @@ class DownloadRankZeroFirst(Rule):
         ix = ctx.ix
         wrap: dict[cst.CSTNode, object] = {}
         archives = _archive_names(ix)
+        locking = _locks(ctx)
         for call in ix.calls:
-            if in_rank_zero_guard(ctx, call):
+            if in_rank_zero_guard(ctx, call) or (locking and _in_file_lock(ix, call)):
                 continue
             q = _plain_qname(ix.call_qname(call))
             if q in _MAKEDIRS:
@@ -112,8 +120,12 @@ class DownloadRankZeroFirst(Rule):
                 change = ctx.finding(self.code, call, "download on rank 0 first (rank_zero_first)")
                 wrap[stmt] = change
                 _take_users(ctx, stmt, wrap, change)
-        # The writes of a guarded download are its own (MIG406 leaves them to this block).
-        ctx.zero_first = set(wrap)
+        # The writes of a guarded download are its own (MIG406 leaves them to this block), as
+        # are those under a file lock already there (a module-form helper migrated before).
+        ctx.zero_first = set(wrap) | (_file_locks(ix) if locking else set())
+        if locking:
+            _lock(ctx, wrap)
+            return
         for first, last in runs(ctx, wrap):
             for alone, stmts in _split(ctx, wrap, first, last):
                 change = wrap[stmts[0]]
@@ -187,6 +199,122 @@ class DownloadRankZeroFirst(Rule):
             return updated.with_changes(args=[*args, extra])
 
         change.replace(call, add)
+
+
+# --- a helper module of a module-form program: a file lock, local rank 0 first -------------
+# Its functions run where no wrapper and no process group exist (the module form creates both
+# in ``fit``), so ``rank_zero_first`` is not available. The files are fetched under a file
+# lock in the temporary folder, one process at a time; each function has its own lock, so a
+# download that calls another function's download does not wait on itself. Where the download
+# sits under ``if not exists(path):``, the other processes of the machine first wait (a minute
+# at most) for the files to appear: local rank 0 made them inside its lock, so it fetches and
+# prints, and the others then find them under the lock (on one machine: rank 1 stays silent and
+# every file is written once). Without such a test whichever process comes first fetches.
+_LOCKS = {"filelock.FileLock", "filelock.SoftFileLock"}
+_LOCK_NAMES = {"os": "os", "tempfile": "tempfile", "time": "time", "FileLock": "filelock.FileLock"}
+_WAIT_SECONDS = 60
+
+
+def _locks(ctx) -> bool:
+    """Downloads go under a file lock (``Role.locks_downloads``) and the names the lock code
+    reads are free or bound to what it means (``from time import time`` is not ``time``)."""
+    role = ctx.options.role
+    if role is None or not role.locks_downloads:
+        return False
+    scope = ctx.ix.scopes.get(ctx.ix.module)
+    for name, qname in _LOCK_NAMES.items():
+        if scope is not None and name in scope.assignments:
+            if {q.name for q in scope.get_qualified_names_for(name)} != {qname}:
+                return False
+    return True
+
+
+def _is_file_lock(ix, node: cst.CSTNode) -> bool:
+    """``with FileLock(...):`` (this rule's own lock, or the script's)."""
+    return isinstance(node, cst.With) and any(
+        isinstance(i.item, cst.Call) and ix.call_qname(i.item) in _LOCKS for i in node.items
+    )
+
+
+def _in_file_lock(ix, node: cst.CSTNode) -> bool:
+    return any(_is_file_lock(ix, a) for a in ix.ancestors(node))
+
+
+def _file_locks(ix) -> set[cst.CSTNode]:
+    return {w for w in ix.withs if _is_file_lock(ix, w)}
+
+
+def _lock(ctx, wrap: dict) -> None:
+    """Each run of outermost statements under its function's lock. A statement inside another
+    one (a download inside an ``if not exists(d): os.makedirs(d)``) is covered by the outer
+    lock: a second lock on the same file inside it would wait for itself."""
+    ix = ctx.ix
+    outer = {s: c for s, c in wrap.items() if not any(a in wrap for a in ix.ancestors(s))}
+    for first, last in runs(ctx, outer):
+        _lock_run(ctx, wrap, first, last)
+
+
+def _lock_run(ctx, wrap: dict, first: cst.CSTNode, last: cst.CSTNode) -> None:
+    """``with FileLock(<temp>/torch-migrate-download-<module>.<function>.lock):`` around the
+    run, preceded, for ``if not exists(...)`` downloads, by the wait for local rank 0's files."""
+    ix = ctx.ix
+    body = list(ix.block_of(first).body)
+    stmts = body[body.index(first) : body.index(last) + 1]
+    change = wrap[first]
+    where = ".".join(
+        a.name.value for a in reversed(list(ix.ancestors(first)))
+        if isinstance(a, (cst.FunctionDef, cst.ClassDef))
+    )
+    name = "torch-migrate-download-{{__name__}}" + (f".{where}" if where else "") + ".lock"
+    change.wrap_with(first, last, f'FileLock(os.path.join(tempfile.gettempdir(), f"{name}"))')
+    change.imports.update({"os", "tempfile", "FileLock"})
+    there = _files_there(ix, stmts)
+    if there is not None:
+        loop = (
+            f"for {_free_loop_name(ix)} in range({_WAIT_SECONDS}):  # local rank 0 downloads first; "
+            "the others wait for its files\n"
+            f'    if int(os.environ.get("LOCAL_RANK", "0")) == 0 or {there}:\n'
+            "        break\n"
+            "    time.sleep(1)\n"
+        )
+        change.insert_before(first, cst.parse_statement(loop))
+        change.imports.add("time")
+    how = "local rank 0 first" if there is not None else "the first process fetches"
+    inside = [s for s in wrap if any(ix.inside(s, t) for t in stmts)]
+    for c in {id(wrap[s]): wrap[s] for s in inside}.values():
+        what = "make the folder" if c.message.startswith("make the folder") else "download"
+        c.message = (
+            f"{what} under a file lock, one process at a time, {how} (module form: "
+            "no wrapper or process group reaches a helper module)"
+        )
+
+
+def _files_there(ix, stmts: list[cst.CSTNode]) -> str | None:
+    """The test that the files are there, when every statement is an ``if`` without ``else``
+    whose test asks whether they are missing (``not exists(p)``): its negations, and-ed."""
+    parts = []
+    for stmt in stmts:
+        if not (isinstance(stmt, cst.If) and stmt.orelse is None):
+            return None
+        test = stmt.test
+        if not any(x in ix.code(test) for x in _EXISTS):
+            return None
+        if isinstance(test, cst.UnaryOperation) and isinstance(test.operator, cst.Not):
+            inner = test.expression
+            simple = isinstance(inner, (cst.Call, cst.Name, cst.Attribute, cst.Subscript)) or inner.lpar
+            parts.append(ix.code(inner) if simple else f"({ix.code(inner)})")
+        else:
+            parts.append(f"not ({ix.code(test)})")
+    return " and ".join(parts)
+
+
+def _free_loop_name(ix) -> str:
+    """``_`` unless the file reads or binds it (gettext's ``_``): a loop variable is a local."""
+    used = {n.value for n in ix.subtree(ix.module, cst.Name)}
+    name = "_"
+    while name in used:
+        name = "_wait" if name == "_" else name + "_"
+    return name
 
 
 def _split(ctx, wrap: dict, first: cst.CSTNode, last: cst.CSTNode):

@@ -126,17 +126,19 @@ def _exit_call(ctx: PlanContext, stmt: cst.CSTNode) -> cst.Call | None:
 
 def missing_imports(ctx: PlanContext, changes: list[Change], node: cst.CSTNode) -> Change | None:
     """``import torch`` (no finding of its own) where kept rewrites read a module that the
-    file does not bind at module level, placed like the wrapper (after ``node``)."""
-    from migrator.targets import TEMPLATE_IMPORTS
+    file does not bind at module level, placed like the wrapper (after ``node``); also the
+    names a rule asked for itself (``RULE_IMPORTS``: the module form's download lock)."""
+    from migrator.targets import RULE_IMPORTS, TEMPLATE_IMPORTS
 
+    lines = {**RULE_IMPORTS, **TEMPLATE_IMPORTS}
     scope = ctx.ix.scopes.get(ctx.ix.module)
-    names = sorted({n for c in changes for n in c.imports})
+    names = sorted({n for c in changes for n in c.imports}, key=lambda n: (lines[n].startswith("from "), n))
     missing = [n for n in names if scope is None or n not in scope.assignments]
     if not missing:
         return None
     change = Change(code=WrapperObjectRule.code, node=node, ctx=ctx, fixed=True, message="")
     change.report = False
-    new = [cst.parse_statement(f"{TEMPLATE_IMPORTS[n]}\n") for n in missing]
+    new = [cst.parse_statement(f"{lines[n]}\n") for n in missing]
     _place(change, node, ctx.ix.module.body, new)
     return change
 

@@ -138,3 +138,115 @@ def test_is_library(code, library):
 ])
 def test_trains(code, training):
     assert trains(ast.parse(code)) is training
+
+
+# --- the module form: a helper module that downloads (pytorch/examples super_resolution's shape)
+MODULE_TARGETS = ("runtime", "lightning")
+
+
+def _download_helper(tmp_path: Path) -> Path:
+    """download_helper's program files only (its expected.<target>/ outputs stay behind)."""
+    folder = tmp_path / "download_helper"
+    folder.mkdir()
+    for name in ("train.py", "samples.py"):
+        shutil.copy(PROGRAMS / "download_helper" / name, folder / name)
+    return folder
+
+
+@pytest.mark.parametrize("target", MODULE_TARGETS)
+def test_download_helper_converts_in_the_module_form(target, tmp_path):
+    """The helper's download runs under a file lock, local rank 0 first (no wrapper exists to
+    borrow before fit): the program converts (MIG501), the helper is not refused (MIG908)."""
+    expected = PROGRAMS / "download_helper"
+    folder = _download_helper(tmp_path)
+    options = Options(target=target, form="module")
+    out = {Path(o.path).name: o for o in run(list(discover([str(folder)], root=folder)), Job(options, keep_output=True), jobs=1)}
+    for name, o in out.items():
+        assert o.output == (expected / f"expected.{target}" / name).read_text(), name
+        compile(o.output, name, "exec")
+    found = sorted(f"{name}:{f.line}:{f.col} {f.code}" for name, o in out.items() for f in o.findings)
+    assert found == (expected / f"findings.{target}.txt").read_text().splitlines()
+    for name, o in out.items():  # a fixed point, as a program and each file alone
+        (folder / name).write_text(o.output)
+    again = run(list(discover([str(folder)], root=folder)), Job(options, keep_output=True), jobs=1)
+    assert all(o.status is Status.UNCHANGED and o.findings == () for o in again), [(o.path, o.findings) for o in again]
+    alone = migrate_source((folder / "samples.py").read_text(), "samples.py", options)
+    assert alone.status is Status.UNCHANGED and alone.findings == (), alone.findings
+
+
+def test_download_helper_keeps_the_wrapper_form(tmp_path):
+    """--form wrapper is unchanged: the helper borrows the wrapper (rank 0 alone, then a
+    barrier) with its caller, and is refused alone; no file lock."""
+    folder = _download_helper(tmp_path)
+    out = _migrate_dir(folder, "runtime")
+    samples = out["samples.py"].output
+    assert "def fetch(rt, url" in samples and "if rt.is_global_zero:" in samples and "rt.barrier()" in samples
+    assert "FileLock" not in samples and "FileLock" not in out["train.py"].output
+    source = (folder / "samples.py").read_text()
+    alone = migrate_source(source, "samples.py", Options(target="runtime"))
+    assert alone.output == source and [f.code for f in alone.findings] == ["MIG908"]
+
+
+_HELPER = '''import os
+import tarfile
+import urllib.request
+
+import torch
+{extra}
+
+{body}
+'''
+
+
+@pytest.mark.parametrize(("body", "extra", "expect"), [
+    # no `if not exists(...)` around it: the lock alone, whoever comes first fetches
+    ('def fetch(url):\n    urllib.request.urlretrieve(url, "a.tgz")\n', "",
+     ['with FileLock(os.path.join(tempfile.gettempdir(), f"torch-migrate-download-{__name__}.fetch.lock")):\n'
+      '        urllib.request.urlretrieve(url, "a.tgz")\n'], ),
+    # a method (it cannot take a wrapper): locked all the same, its lock named after the class
+    ('class Samples:\n    def __init__(self, url):\n        if not os.path.isdir("s"):\n'
+     '            with tarfile.open(url) as tar:\n                tar.extractall("s")\n', "",
+     ['        for _ in range(60):', 'or os.path.isdir("s"):\n',
+      'f"torch-migrate-download-{__name__}.Samples.__init__.lock"']),
+    # gettext's `_`: the wait loop takes another name
+    ('def fetch(url):\n    if not os.path.exists("d") and _("x"):\n        urllib.request.urlretrieve(url, "d")\n',
+     "from gettext import gettext as _",
+     ['    for _wait in range(60):', 'or not (not os.path.exists("d") and _("x")):\n']),
+])
+def test_module_form_helper_download_lock(body, extra, expect):
+    source = _HELPER.format(extra=extra, body=body)
+    result = migrate_source(source, "helper.py", Options(target="lightning", form="module"))
+    assert [f.code for f in result.findings] == ["MIG405"], result.findings
+    for text in expect:
+        assert text in result.output, result.output
+    assert "from filelock import FileLock\n" in result.output and "import tempfile\n" in result.output
+    again = migrate_source(result.output, "helper.py", Options(target="lightning", form="module"))
+    assert again.status is Status.UNCHANGED and again.findings == ()
+
+
+def test_module_form_helper_whose_names_clash_is_refused():
+    """``from time import time`` binds ``time`` to a function: the lock's wait cannot use it,
+    so the helper is refused as before (MIG908) rather than broken."""
+    source = _HELPER.format(extra="from time import time", body=(
+        'def fetch(url):\n    start = time()\n    if not os.path.exists("d"):\n'
+        '        urllib.request.urlretrieve(url, "d")\n    return time() - start\n'))
+    result = migrate_source(source, "helper.py", Options(target="runtime", form="module"))
+    assert result.output == source and [f.code for f in result.findings] == ["MIG908"]
+
+
+def test_module_form_helper_download_inside_a_locked_statement_takes_one_lock():
+    """A bare ``os.makedirs(root)`` under ``if not exists(...)`` locks the whole ``if``; the
+    downloads inside it are covered by that lock (a second lock on the same file inside it
+    would wait for itself)."""
+    source = _HELPER.format(extra="", body=(
+        'def fetch(url, root="data"):\n    folder = os.path.join(root, "s")\n'
+        '    if not os.path.exists(folder):\n        os.makedirs(root)\n'
+        '        print("fetching", url.rsplit("/", 1)[-1])\n'
+        '        urllib.request.urlretrieve(url, "s.tgz")\n'
+        '        with tarfile.open("s.tgz") as tar:\n            tar.extractall(root)\n'
+        '    return folder\n'))
+    result = migrate_source(source, "helper.py", Options(target="runtime", form="module"))
+    assert result.output.count("with FileLock(") == 1, result.output
+    assert "    with FileLock(" in result.output and "        if not os.path.exists(folder):" in result.output
+    assert [f.code for f in result.findings] == ["MIG405"] * 3
+    compile(result.output, "helper.py", "exec")
