@@ -127,7 +127,7 @@ class ReduceEvalAccumulators(Rule):
                             continue
                         counted.add(count)
                         change.replace(count, change.expr(
-                            vocab.all_reduce_number, value=count, type="int"
+                            _quoted_for(ix, count, vocab.all_reduce_number), value=count, type="int"
                         ))
 
     @staticmethod
@@ -325,3 +325,15 @@ def _reduced(ctx, stmt: cst.CSTNode, name: str) -> bool:
             and any(is_wrapper_call(ctx, c) for c in ctx.ix.subtree(a.value, cst.Call))
         )
     return False
+
+
+def _quoted_for(ix, node: cst.CSTNode, template: str) -> str:
+    """``template`` with its string quotes swapped when ``node`` sits in an f-string written
+    with the same quote (``f"{total / len(loader):.4f}"``): before Python 3.12 an f-string's
+    expression cannot hold its own quote character."""
+    for a in ix.ancestors(node):
+        if isinstance(a, cst.FormattedString):
+            quote = a.start.lstrip("rRbBfFuU")[:1]
+            other = "'" if quote == '"' else '"'
+            return template.replace(quote, other)
+    return template

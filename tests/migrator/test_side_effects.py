@@ -276,3 +276,40 @@ def test_onnx_export_traces_the_unwrapped_module_on_rank_zero(target, unwrapped)
     out = migrate(src, target).output
     assert f'    torch.onnx.export({unwrapped}, x, "model.onnx")' in out
     assert out.index("is_global_zero:") < out.index("torch.onnx.export(")
+
+
+_FSTRING_MEAN = '''import torch
+from torch.utils.data import DataLoader, TensorDataset
+model = torch.nn.Linear(2, 1)
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+train_loader = DataLoader(TensorDataset(torch.randn(8, 2), torch.randn(8, 1)), batch_size=2)
+for epoch in range(2):
+    total = 0.0
+    for x, y in train_loader:
+        loss = ((model(x) - y) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        total += loss.item()
+    print(f"epoch {epoch} loss {total / len(train_loader):.4f}")
+    print(f'epoch {epoch} again {total / len(train_loader):.4f}')
+'''
+
+
+@pytest.mark.parametrize("target", ["runtime", "fabric", "accelerate"])
+def test_batch_count_summed_inside_an_fstring_keeps_its_quotes_valid(target: str) -> None:
+    """MIG407's `len(loader)` -> all_reduce(..., op="sum") inside f"...": before Python 3.12 an
+    f-string expression cannot hold the f-string's own quote (it was an internal error)."""
+    from migrator.engine import migrate_source
+    from migrator.options import Options
+
+    result = migrate_source(_FSTRING_MEAN, "t.py", Options(target=target))
+    assert not result.internal_error, result.traceback
+    compile(result.output, "t.py", "exec")
+    lines = [ln for ln in result.output.splitlines() if "epoch {epoch}" in ln]
+    assert len(lines) == 2
+    for line in lines:
+        quote = line.split("(", 1)[1].lstrip("f")[0]
+        summed = line[line.index("{total"):line.rindex("}")]
+        assert "len(train_loader)" in summed and "len(train_loader)" != summed[len("{total / "):], line
+        assert quote not in summed, line  # the f-string's own quote cannot appear inside it
