@@ -59,10 +59,13 @@ def convert(facts: Facts, shape: Shape, vocab: ModuleVocabulary) -> tuple[str, s
         first = ix.module.body[0]
         before[id(first)] = [*imports, *before.get(id(first), ())]
     _after_fit(ix, shape, vocab, rendered.trainer_var, replace, after)
-    if _downloads_before_fit(ix, shape, replace, last_import):
+    waited: list = []
+    if _downloads_before_fit(ix, shape, replace, last_import, waited):
         needed = ["import tempfile", "from filelock import FileLock"]
         if not _imports(ix, "os"):
             needed.insert(0, "import os")
+        if waited and not _imports(ix, "time"):
+            needed.insert(0, "import time")
         imports.extend(cst.parse_statement(line + "\n") for line in needed)
     if _before_fit(ix, shape, vocab, replace, last_import):
         imports.append(cst.parse_statement(vocab.rank_zero_import + "\n"))
@@ -100,12 +103,13 @@ def _pre_fit_statements(ix, shape: Shape) -> list[cst.CSTNode]:
     return candidates
 
 
-def _downloads_before_fit(ix, shape: Shape, replace: dict, last_import) -> bool:
+def _downloads_before_fit(ix, shape: Shape, replace: dict, last_import, waited: list | None = None) -> bool:
     """Statements before ``fit`` that download or unpack data (MIG405's calls) run under a
     file lock, one process at a time. Whether any statement was locked."""
-    from migrator.rules.side_effects_data import download_calls
+    from migrator.rules.side_effects_data import download_calls, files_there, wait_for_files
 
     calls = download_calls(ix)
+    waited = [] if waited is None else waited
     locked = False
     for stmt in _pre_fit_statements(ix, shape):
         if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)) or id(stmt) in replace:
@@ -116,8 +120,14 @@ def _downloads_before_fit(ix, shape: Shape, replace: dict, last_import) -> bool:
             continue
         lock = cst.parse_statement(_DOWNLOAD_LOCK)
         inner = stmt.with_changes(leading_lines=[])
-        replace[id(stmt)] = [lock.with_changes(body=lock.body.with_changes(body=[inner]),
-                                               leading_lines=stmt.leading_lines)]
+        locked_stmt = lock.with_changes(body=lock.body.with_changes(body=[inner]), leading_lines=stmt.leading_lines)
+        there = files_there(ix, [stmt])
+        if there is None:
+            replace[id(stmt)] = [locked_stmt]
+        else:  # (`if <files there>: ... else: <download>`): local rank 0 fetches, the others wait for it
+            wait = cst.parse_statement(wait_for_files(ix, there)).with_changes(leading_lines=stmt.leading_lines)
+            replace[id(stmt)] = [wait, locked_stmt.with_changes(leading_lines=[])]
+            waited.append(stmt)
         locked = True
     return locked
 

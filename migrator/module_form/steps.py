@@ -581,10 +581,13 @@ def convert_steps(facts: Facts, steps: Steps, vocab: ModuleVocabulary) -> tuple[
         if guard.guarded:
             replace[id(stmt)] = list(new.nodes) if isinstance(new, cst.FlattenSentinel) else [new]
             rank_zero = True
-    if _downloads_before_fit(ix, steps, replace, last_import):
+    waited: list = []
+    if _downloads_before_fit(ix, steps, replace, last_import, waited):
         needed = ["import tempfile", "from filelock import FileLock"]
         if not _imports(ix, "os"):
             needed.insert(0, "import os")
+        if waited and not _imports(ix, "time"):
+            needed.insert(0, "import time")
         imports.extend(cst.parse_statement(line + "\n") for line in needed)
     guarded_before = _before_fit(ix, steps, vocab, replace, last_import)
     # prints inside compound statements before fit (`if <downloaded>: print(...) else: ...`)

@@ -268,16 +268,9 @@ def _lock_run(ctx, wrap: dict, first: cst.CSTNode, last: cst.CSTNode) -> None:
     name = "torch-migrate-download-{{__name__}}" + (f".{where}" if where else "") + ".lock"
     change.wrap_with(first, last, f'FileLock(os.path.join(tempfile.gettempdir(), f"{name}"))')
     change.imports.update({"os", "tempfile", "FileLock"})
-    there = _files_there(ix, stmts)
+    there = files_there(ix, stmts)
     if there is not None:
-        loop = (
-            f"for {_free_loop_name(ix)} in range({_WAIT_SECONDS}):  # local rank 0 downloads first; "
-            "the others wait for its files\n"
-            f'    if int(os.environ.get("LOCAL_RANK", "0")) == 0 or {there}:\n'
-            "        break\n"
-            "    time.sleep(1)\n"
-        )
-        change.insert_before(first, cst.parse_statement(loop))
+        change.insert_before(first, cst.parse_statement(wait_for_files(ix, there)))
         change.imports.add("time")
     how = "local rank 0 first" if there is not None else "the first process fetches"
     inside = [s for s in wrap if any(ix.inside(s, t) for t in stmts)]
@@ -289,23 +282,41 @@ def _lock_run(ctx, wrap: dict, first: cst.CSTNode, last: cst.CSTNode) -> None:
         )
 
 
-def _files_there(ix, stmts: list[cst.CSTNode]) -> str | None:
+def files_there(ix, stmts: list[cst.CSTNode]) -> str | None:
     """The test that the files are there, when every statement is an ``if`` without ``else``
-    whose test asks whether they are missing (``not exists(p)``): its negations, and-ed."""
+    whose test asks whether they are missing (``not exists(p)``): its negations, and-ed; or an
+    ``if <they exist>: ... else: <download>`` (pytorch/examples gat): its test."""
     parts = []
     for stmt in stmts:
-        if not (isinstance(stmt, cst.If) and stmt.orelse is None):
+        if not isinstance(stmt, cst.If):
             return None
         test = stmt.test
         if not any(x in ix.code(test) for x in _EXISTS):
             return None
-        if isinstance(test, cst.UnaryOperation) and isinstance(test.operator, cst.Not):
+        negated = isinstance(test, cst.UnaryOperation) and isinstance(test.operator, cst.Not)
+        if stmt.orelse is not None:
+            if negated or not isinstance(stmt.orelse, cst.Else):
+                return None
+            parts.append(f"({ix.code(test)})")
+            continue
+        if negated:
             inner = test.expression
             simple = isinstance(inner, (cst.Call, cst.Name, cst.Attribute, cst.Subscript)) or inner.lpar
             parts.append(ix.code(inner) if simple else f"({ix.code(inner)})")
         else:
             parts.append(f"not ({ix.code(test)})")
     return " and ".join(parts)
+
+
+def wait_for_files(ix, there: str) -> str:
+    """The loop other local ranks run before the lock: a minute at most for local rank 0's files."""
+    return (
+        f"for {_free_loop_name(ix)} in range({_WAIT_SECONDS}):  # local rank 0 downloads first; "
+        "the others wait for its files\n"
+        f'    if int(os.environ.get("LOCAL_RANK", "0")) == 0 or {there}:\n'
+        "        break\n"
+        "    time.sleep(1)\n"
+    )
 
 
 def _free_loop_name(ix) -> str:
