@@ -59,14 +59,7 @@ def convert(facts: Facts, shape: Shape, vocab: ModuleVocabulary) -> tuple[str, s
         first = ix.module.body[0]
         before[id(first)] = [*imports, *before.get(id(first), ())]
     _after_fit(ix, shape, vocab, rendered.trainer_var, replace, after)
-    waited: list = []
-    if _downloads_before_fit(ix, shape, replace, last_import, waited):
-        needed = ["import tempfile", "from filelock import FileLock"]
-        if not _imports(ix, "os"):
-            needed.insert(0, "import os")
-        if waited and not _imports(ix, "time"):
-            needed.insert(0, "import time")
-        imports.extend(cst.parse_statement(line + "\n") for line in needed)
+    imports.extend(lock_downloads_before_fit(ix, shape, replace, last_import))
     if _before_fit(ix, shape, vocab, replace, last_import):
         imports.append(cst.parse_statement(vocab.rank_zero_import + "\n"))
     out = ix.module.visit(_Splice(replace, remove, before, after))
@@ -101,6 +94,19 @@ def _pre_fit_statements(ix, shape: Shape) -> list[cst.CSTNode]:
     if ix.block_of(shape.epoch_loop) is not ix.module:
         candidates += [s for s in ix.module.body if not ix.inside(shape.epoch_loop, s)]
     return candidates
+
+
+def lock_downloads_before_fit(ix, shape, replace: dict, last_import) -> list[cst.SimpleStatementLine]:
+    """Lock the downloads before fit (``_downloads_before_fit``); the imports that needs."""
+    waited: list = []
+    if not _downloads_before_fit(ix, shape, replace, last_import, waited):
+        return []
+    needed = ["import tempfile", "from filelock import FileLock"]
+    if not _imports(ix, "os"):
+        needed.insert(0, "import os")
+    if waited and not _imports(ix, "time"):
+        needed.insert(0, "import time")
+    return [cst.parse_statement(line + "\n") for line in needed]
 
 
 def _downloads_before_fit(ix, shape: Shape, replace: dict, last_import, waited: list | None = None) -> bool:

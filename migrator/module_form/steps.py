@@ -532,7 +532,7 @@ def convert_steps(facts: Facts, steps: Steps, vocab: ModuleVocabulary) -> tuple[
     """The converted file text and the generated class name."""
     import re
 
-    from migrator.module_form.edit import _Splice, _before_fit, _downloads_before_fit, _imports
+    from migrator.module_form.edit import _before_fit, _imports, _Splice, lock_downloads_before_fit
 
     ix = facts.ix
     klass, fit, name = render_steps(facts, steps, vocab)
@@ -581,14 +581,7 @@ def convert_steps(facts: Facts, steps: Steps, vocab: ModuleVocabulary) -> tuple[
         if guard.guarded:
             replace[id(stmt)] = list(new.nodes) if isinstance(new, cst.FlattenSentinel) else [new]
             rank_zero = True
-    waited: list = []
-    if _downloads_before_fit(ix, steps, replace, last_import, waited):
-        needed = ["import tempfile", "from filelock import FileLock"]
-        if not _imports(ix, "os"):
-            needed.insert(0, "import os")
-        if waited and not _imports(ix, "time"):
-            needed.insert(0, "import time")
-        imports.extend(cst.parse_statement(line + "\n") for line in needed)
+    imports.extend(lock_downloads_before_fit(ix, steps, replace, last_import))
     guarded_before = _before_fit(ix, steps, vocab, replace, last_import)
     # prints inside compound statements before fit (`if <downloaded>: print(...) else: ...`)
     fits = _fit_points(facts, loop)
